@@ -1,0 +1,202 @@
+"""The recipe schema. Every field is typed and range-checked; unknown keys are rejected.
+
+A recipe names a model and the pipeline stages to run on it. Stages always run in pipeline order
+(teacher -> pretrain -> ...); a recipe includes only the stages it needs. Each stage's output folder
+is the next stage's input.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+RECIPE_VERSION = 1
+
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+
+
+class StrictModel(BaseModel):
+    """Rejects unknown keys (a typo must fail, not be silently ignored) and re-validates assignments."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TargetsConfig(StrictModel):
+    """Which weights are pruned. Names are matched with regular expressions (full match)."""
+
+    types: list[Literal["Linear", "Conv1D"]] = Field(
+        default_factory=lambda: ["Linear"], description="module types whose weight is pruned"
+    )
+    scope: Literal["encoder", "all"] = Field(
+        "encoder",
+        description="'encoder': only modules inside the backbone (task and MLM heads excluded); 'all': anywhere",
+    )
+    include: list[str] = Field(
+        default_factory=list, description="regexes on module names; empty = every module of the scope"
+    )
+    exclude: list[str] = Field(
+        default_factory=list,
+        description="regexes on module names to leave dense (embeddings are nn.Embedding: never targets)",
+    )
+
+
+class SparsityConfig(StrictModel):
+    """How a stage's masks are shaped and shared out between layers."""
+
+    pattern: Literal["unstructured", "block1x4"] = Field(
+        "unstructured", description="'unstructured' (the paper's) or 1x4 blocks along the input dimension"
+    )
+    allocation: Literal["uniform", "global"] = Field(
+        "uniform", description="'uniform': every layer at the target (the paper's); 'global': one threshold"
+    )
+    targets: TargetsConfig = Field(default_factory=TargetsConfig)
+
+
+class PruneStage(StrictModel):
+    """One-shot magnitude pruning, no training."""
+
+    sparsity: Fraction = 0.9
+    masks: SparsityConfig = Field(default_factory=SparsityConfig)
+
+
+class GMPConfig(StrictModel):
+    """Gradual Magnitude Pruning (Zhu & Gupta 2017): cubic ramp from initial to final sparsity."""
+
+    initial_sparsity: Fraction = 0.0
+    final_sparsity: Fraction = 0.9
+    begin_step: NonNegativeInt = 0
+    end_step: PositiveInt = 100
+    frequency: PositiveInt = 10
+
+    @model_validator(mode="after")
+    def _check_steps(self) -> GMPConfig:
+        if self.begin_step >= self.end_step:
+            raise ValueError(f"begin_step ({self.begin_step}) must be < end_step ({self.end_step})")
+        if (self.end_step - self.begin_step) % self.frequency:
+            raise ValueError(
+                f"end_step - begin_step ({self.end_step - self.begin_step}) must be a multiple of "
+                f"frequency ({self.frequency}) so that the last update lands on end_step"
+            )
+        if self.initial_sparsity > self.final_sparsity:
+            raise ValueError(
+                f"initial_sparsity ({self.initial_sparsity}) must be <= final_sparsity ({self.final_sparsity})"
+            )
+        return self
+
+
+class LRConfig(StrictModel):
+    """Warm-up, then decay; with `rewind`, the LR returns to `peak` at every mask update (LRR)."""
+
+    peak: Annotated[float, Field(gt=0.0)] = 5e-5
+    warmup_steps: NonNegativeInt = 0
+    decay: Literal["linear", "cosine", "constant"] = "linear"
+    rewind: bool = True
+    final_ratio: Fraction = Field(0.0, description="LR at the end of a decay, as a fraction of peak")
+
+
+class OptimConfig(StrictModel):
+    name: Literal["adamw", "sgd"] = "adamw"
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.01
+    betas: tuple[Annotated[float, Field(ge=0.0, lt=1.0)], Annotated[float, Field(ge=0.0, lt=1.0)]] = (0.9, 0.999)
+    eps: Annotated[float, Field(gt=0.0)] = 1e-8
+    momentum: Fraction = Field(0.9, description="SGD only")
+    grad_clip: Annotated[float, Field(gt=0.0)] | None = 1.0
+    batch_size: PositiveInt = 16
+    grad_accum_steps: PositiveInt = 1
+
+
+class DataConfig(StrictModel):
+    """Masked-LM text: 'builtin' (the registry corpus), a file, a folder, a .jsonl or 'hf:NAME'."""
+
+    corpus: str = "builtin"
+    block_size: Annotated[int, Field(ge=8, le=4096)] = 128
+    mlm_probability: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.15
+    whole_word: bool = False
+    eval_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.02
+    max_train_blocks: PositiveInt | None = None
+    max_eval_blocks: PositiveInt | None = 256
+    eval_batch_size: PositiveInt = 32
+
+
+class DistillConfig(StrictModel):
+    """Knowledge distillation: alpha_kd * T^2 * KL(teacher_T || student_T) + alpha_mlm * MLM."""
+
+    alpha_kd: Annotated[float, Field(ge=0.0)] = 0.5
+    alpha_mlm: Annotated[float, Field(ge=0.0)] = 0.5
+    temperature: Annotated[float, Field(gt=0.0)] = 2.0
+    alpha_hidden: Annotated[float, Field(ge=0.0)] = Field(0.0, description="MSE on hidden states; 0 = off")
+
+    @model_validator(mode="after")
+    def _check_weights(self) -> DistillConfig:
+        if self.alpha_kd + self.alpha_mlm + self.alpha_hidden <= 0:
+            raise ValueError("alpha_kd, alpha_mlm and alpha_hidden are all 0: the loss would be 0")
+        return self
+
+
+class TeacherStage(StrictModel):
+    """Teacher preparation: build an MLM head if missing, warm it up, then adapt the whole model."""
+
+    head_warmup_steps: NonNegativeInt = 100
+    head_lr: Annotated[float, Field(gt=0.0)] = 1e-3
+    steps: NonNegativeInt = 200
+    lr: LRConfig = Field(default_factory=lambda: LRConfig(peak=1e-4, warmup_steps=20, rewind=False))
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    eval_every: PositiveInt = 100
+    checkpoint_every: PositiveInt = 100
+
+
+class PretrainStage(StrictModel):
+    """Sparse pre-training: GMP + learning-rate rewinding + distillation from the dense teacher."""
+
+    steps: PositiveInt = 300
+    masks: SparsityConfig = Field(default_factory=SparsityConfig)
+    schedule: GMPConfig = Field(default_factory=GMPConfig)
+    lr: LRConfig = Field(default_factory=LRConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    eval_every: PositiveInt = 100
+    checkpoint_every: PositiveInt = 50
+
+    @model_validator(mode="after")
+    def _check_schedule_fits(self) -> PretrainStage:
+        if self.schedule.end_step > self.steps:
+            raise ValueError(
+                f"schedule.end_step ({self.schedule.end_step}) is past the last step (steps={self.steps})"
+            )
+        return self
+
+
+class Recipe(StrictModel):
+    """A whole run: which model, which stages. Stages run in the order of STAGE_ORDER."""
+
+    version: int = Field(description=f"recipe format version; this pruneofa reads {RECIPE_VERSION}")
+    name: str
+    description: str = ""
+    seed: int = 42
+    model: str = Field(description="a hub id, a local model folder, or a built-in alias ('minilm')")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    prune: PruneStage | None = None
+    teacher: TeacherStage | None = None
+    pretrain: PretrainStage | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Recipe:
+        if self.version != RECIPE_VERSION:
+            raise ValueError(
+                f"recipe version {self.version} is not supported: this pruneofa reads version {RECIPE_VERSION}"
+            )
+        if not self.stages():
+            raise ValueError(f"the recipe has no stage: add one of {', '.join(STAGE_ORDER)}")
+        return self
+
+    def stages(self) -> list[tuple[str, StrictModel]]:
+        """The stages present, in pipeline order."""
+        return [(name, getattr(self, name)) for name in STAGE_ORDER if getattr(self, name) is not None]
+
+
+STAGE_ORDER: tuple[str, ...] = ("prune", "teacher", "pretrain")

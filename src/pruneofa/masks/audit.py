@@ -1,0 +1,140 @@
+"""The sparsity audit: a per-layer table and a check that fails loudly when anything drifted.
+
+Works on plain tensors (weight, mask, expected zero count), so the same code audits a live model and a
+saved folder read straight from safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from pruneofa.errors import SparsityDriftError
+from pruneofa.pruning.patterns import get_pattern
+
+
+@dataclass
+class LayerAudit:
+    name: str
+    shape: list[int]
+    pattern: str
+    target: float | None  # the sparsity this layer was asked for (None: unknown, e.g. no metadata)
+    expected_zeros: int | None  # exact zero count the mask must have
+    zeros: int  # zeros in the mask
+    numel: int
+    nonzero: int  # non-zero weights
+    masked_nonzero: int  # weights under the mask that are not zero (must be 0)
+    pattern_ok: bool
+
+    @property
+    def sparsity(self) -> float:
+        return self.zeros / self.numel
+
+    @property
+    def ok(self) -> bool:
+        count_ok = self.expected_zeros is None or self.zeros == self.expected_zeros
+        return count_ok and self.masked_nonzero == 0 and self.pattern_ok
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.expected_zeros is not None and self.zeros != self.expected_zeros:
+            out.append(f"{self.zeros} zeros, expected {self.expected_zeros}")
+        if self.masked_nonzero:
+            out.append(f"{self.masked_nonzero} masked weights non-zero")
+        if not self.pattern_ok:
+            out.append(f"mask breaks the {self.pattern} pattern")
+        return out
+
+
+@dataclass
+class AuditReport:
+    layers: list[LayerAudit] = field(default_factory=list)
+    where: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return all(layer.ok for layer in self.layers)
+
+    def overall(self) -> dict[str, float | int | bool | None]:
+        numel = sum(layer.numel for layer in self.layers)
+        zeros = sum(layer.zeros for layer in self.layers)
+        known = [layer for layer in self.layers if layer.target is not None]
+        target = sum(layer.target * layer.numel for layer in known) / numel if known and numel else None
+        return {
+            "sparsity": zeros / numel if numel else 0.0,
+            "target": target,
+            "zeros": zeros,
+            "nonzero": sum(layer.nonzero for layer in self.layers),
+            "numel": numel,
+            "layers": len(self.layers),
+            "ok": self.ok,
+        }
+
+    def to_json(self) -> str:
+        layers = []
+        for layer in self.layers:
+            row = asdict(layer)
+            row["sparsity"] = layer.sparsity
+            row["ok"] = layer.ok
+            layers.append(row)
+        return json.dumps({"where": self.where, "layers": layers, "overall": self.overall()}, indent=2)
+
+    def table(self, only_failures: bool = False) -> str:
+        rows = [layer for layer in self.layers if not (only_failures and layer.ok)]
+        width = max([len(r.name) for r in rows] + [5])
+        head = f"{'layer':<{width}}  {'shape':>11}  {'pattern':<12} {'target':>7} {'actual':>8} {'nonzero':>9}  status"
+        lines = [head, "-" * len(head)]
+        for r in rows:
+            target = f"{r.target:.4f}" if r.target is not None else "-"
+            status = "ok" if r.ok else "DRIFT: " + "; ".join(r.problems())
+            shape = "x".join(str(s) for s in r.shape)
+            lines.append(
+                f"{r.name:<{width}}  {shape:>11}  {r.pattern:<12} {target:>7} {r.sparsity:>8.4f} "
+                f"{r.nonzero:>9}  {status}"
+            )
+        o = self.overall()
+        target = f"{o['target']:.4f}" if o["target"] is not None else "-"
+        lines.append("-" * len(head))
+        lines.append(
+            f"{'overall':<{width}}  {'':>11}  {'':<12} {target:>7} {o['sparsity']:>8.4f} {o['nonzero']:>9}  "
+            f"{'ok' if self.ok else 'DRIFT'} ({o['layers']} layers)"
+        )
+        return "\n".join(lines)
+
+    def raise_if_drifted(self) -> AuditReport:
+        if not self.ok:
+            bad = [layer for layer in self.layers if not layer.ok]
+            raise SparsityDriftError(
+                f"sparsity check failed{' at ' + self.where if self.where else ''}: {len(bad)} of "
+                f"{len(self.layers)} layers drifted (first: {bad[0].name}: {'; '.join(bad[0].problems())})\n"
+                + self.table(only_failures=True)
+            )
+        return self
+
+
+def audit_layer(
+    name: str,
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    pattern: str,
+    in_axis: int,
+    target: float | None,
+    expected_zeros: int | None,
+) -> LayerAudit:
+    weight = weight.detach()
+    mask = mask.to(torch.bool)
+    zeros = int((~mask).sum())
+    return LayerAudit(
+        name=name,
+        shape=list(weight.shape),
+        pattern=pattern,
+        target=target,
+        expected_zeros=expected_zeros,
+        zeros=zeros,
+        numel=weight.numel(),
+        nonzero=int(torch.count_nonzero(weight)),
+        masked_nonzero=int(torch.count_nonzero(weight[~mask])),
+        pattern_ok=get_pattern(pattern).holds(mask, in_axis),
+    )

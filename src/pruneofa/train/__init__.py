@@ -1,0 +1,1 @@
+"""Training stages and the pipeline that runs a recipe's stages in order."""

@@ -1,0 +1,80 @@
+"""Run a recipe: each stage reads the previous stage's output folder and writes its own.
+
+Layout of a run folder:
+    OUT/recipe.resolved.yaml        the fully resolved recipe (defaults filled in)
+    OUT/<stage>/                    a Hugging Face model folder + pruneofa_sparsity.json
+    OUT/<stage>/recipe.resolved.yaml
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pruneofa.config.loader import dump_recipe
+from pruneofa.config.schema import Recipe
+from pruneofa.errors import PruneofaError
+from pruneofa.fsutil import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+# kind -> runner(recipe, stage_config, input_model, out_dir, resume) -> output folder
+StageRunner = Callable[[Recipe, Any, str, Path, bool], Path]
+STAGE_RUNNERS: dict[str, StageRunner] = {}
+
+
+def register_stage(kind: str) -> Callable[[StageRunner], StageRunner]:
+    def wrap(fn: StageRunner) -> StageRunner:
+        STAGE_RUNNERS[kind] = fn
+        return fn
+
+    return wrap
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def run_recipe(recipe: Recipe, out_dir: str | Path, resume: bool = False, only: list[str] | None = None) -> Path:
+    """Run every stage of `recipe` in pipeline order; returns the last stage's output folder."""
+    from pruneofa.train import stages  # noqa: F401 - registers the stage runners
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    resolved = dump_recipe(recipe)
+    atomic_write_text(out_dir / "recipe.resolved.yaml", resolved)
+    current = recipe.model
+    for kind, _stage_cfg in recipe.stages():
+        stage_dir = out_dir / kind
+        if only and kind not in only:
+            if (stage_dir / "config.json").is_file():
+                current = str(stage_dir)
+            continue
+        if resume and (stage_dir / "config.json").is_file() and (stage_dir / "DONE").is_file():
+            log.info("stage %s already finished in %s; skipping", kind, stage_dir)
+            current = str(stage_dir)
+            continue
+        current = str(run_stage(recipe, kind, current, stage_dir, resume))
+    return Path(current)
+
+
+def run_stage(recipe: Recipe, kind: str, model_in: str, stage_dir: Path, resume: bool = False) -> Path:
+    """Run one stage of `recipe` on `model_in`, writing `stage_dir` (with the resolved recipe and a DONE mark)."""
+    from pruneofa.train import stages  # noqa: F401 - registers the stage runners
+
+    if kind not in STAGE_RUNNERS:
+        raise PruneofaError(f"stage '{kind}' has no runner (known: {', '.join(STAGE_RUNNERS)})")
+    seed_everything(recipe.seed)
+    log.info("stage %s: %s -> %s", kind, model_in, stage_dir)
+    result = STAGE_RUNNERS[kind](recipe, getattr(recipe, kind), model_in, Path(stage_dir), resume)
+    atomic_write_text(result / "recipe.resolved.yaml", dump_recipe(recipe))
+    atomic_write_text(result / "DONE", "")
+    return result
