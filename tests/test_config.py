@@ -56,7 +56,7 @@ def test_schedule_ranges(schedule, message):
 
 def test_schedule_must_end_within_training():
     raw = {"version": 1, "name": "t", "model": "m", "pretrain": {"steps": 50, "schedule": {"end_step": 100}}}
-    with pytest.raises(RecipeError, match="past the last step"):
+    with pytest.raises(RecipeError, match="must be before the last step"):
         parse_recipe(raw)
 
 

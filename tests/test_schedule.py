@@ -33,7 +33,7 @@ def test_lr_warms_up_then_rewinds_to_peak_at_every_update():
         assert lrs[u] == pytest.approx(1e-3), u
         assert lrs[u - 1] < lrs[u]
     # after the last update the LR decays to 0 over the rest of training
-    assert all(b < a for a, b in itertools.pairwise(lrs))
+    assert all(b < a for a, b in itertools.pairwise(lrs[60:]))
     assert lr_at(100, cfg, 100, updates) == pytest.approx(0.0)
 
 

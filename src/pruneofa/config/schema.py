@@ -164,9 +164,10 @@ class PretrainStage(StrictModel):
 
     @model_validator(mode="after")
     def _check_schedule_fits(self) -> PretrainStage:
-        if self.schedule.end_step > self.steps:
+        if self.schedule.end_step >= self.steps:
             raise ValueError(
-                f"schedule.end_step ({self.schedule.end_step}) is past the last step (steps={self.steps})"
+                f"schedule.end_step ({self.schedule.end_step}) must be before the last step (steps={self.steps}): "
+                "the final mask update needs training steps after it"
             )
         return self
 

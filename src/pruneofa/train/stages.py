@@ -35,3 +35,6 @@ def run_prune(recipe: Recipe, cfg: PruneStage, model_in: str, out_dir: Path, res
     save_model(model, out_dir, load_tokenizer(model_in), sparsifier)
     print(report.table())
     return out_dir
+
+
+from pruneofa.train import mlm_stages  # noqa: E402, F401 - registers the teacher and pretrain stages

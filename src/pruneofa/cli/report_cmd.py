@@ -1,0 +1,41 @@
+"""`pruneofa report RUN_DIR [--out DIR]`: plots and a Markdown/HTML page for a run folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="write plots and a Markdown/HTML report of a run",
+        description=(
+            "Read a run folder written by `pruneofa run` (recipe.resolved.yaml and one folder per stage "
+            "with metrics.jsonl, summary.json, pruneofa_sparsity.json) and write report.md, report.html "
+            "(self-contained, images inlined) and figures/*.png: per stage a table of headline figures and "
+            "evals, the sparsity schedule, learning rate, losses, eval metrics and per-layer sparsity. "
+            "Works on a run still in progress; missing inputs are skipped and corrupt metrics lines are "
+            "skipped with a warning. Prints the path of report.md."
+        ),
+    )
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the --out folder of `pruneofa run`")
+    p.add_argument(
+        "--out", type=Path, default=None, metavar="DIR",
+        help="report folder (default: RUN_DIR/report); replaced whole on each run, so it must be new, empty "
+        "or a previous report",
+    )
+    p.add_argument(
+        "--smoothing", type=float, default=0.6, metavar="W",
+        help="moving-average weight for the loss curves, in [0, 1): 0 draws raw values, 0.9 smooths heavily "
+        "(the raw curve stays visible, faint). Default 0.6",
+    )
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pruneofa.reports import build_report
+
+    path = build_report(args.run_dir, args.out, smoothing=args.smoothing)
+    print(path)
+    return 0

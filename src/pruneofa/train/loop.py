@@ -1,0 +1,180 @@
+"""The reference masked-LM training loop (teacher preparation and sparse pre-training).
+
+The whole step is `train_step`: mask update (GMP) -> learning rate (with rewinding) -> micro-batches
+(MLM + distillation losses, backward) -> clip -> optimizer step (the sparsifier's post-step hook
+re-masks the weights). Adapters for other trainers copy this order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from pruneofa.config.schema import DistillConfig, LRConfig, OptimConfig
+from pruneofa.data.mlm import BatchStream, MaskedBatch, MLMMasker, masking_generator
+from pruneofa.distill import FrozenTeacher, hidden_state_loss, kd_logits_loss
+from pruneofa.pruning.schedule import GMPSchedule, lr_at
+from pruneofa.pruning.sparsifier import Sparsifier
+from pruneofa.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from pruneofa.train.metrics import MetricsLog
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PhaseSpec:
+    """One training phase: its length, optimizer, LR schedule and (optionally) distillation and pruning."""
+
+    name: str
+    steps: int
+    lr: LRConfig
+    optim: OptimConfig
+    distill: DistillConfig | None = None
+    schedule: GMPSchedule | None = None
+    eval_every: int = 100
+    checkpoint_every: int = 100
+
+
+def make_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(params, lr=0.0, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=0.0, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+@torch.no_grad()
+def evaluate_mlm(model: nn.Module, batches: list[MaskedBatch], device: torch.device) -> dict[str, float]:
+    """Masked-token accuracy, mean cross-entropy and perplexity over fixed, pre-masked eval batches."""
+    was_training = model.training
+    model.eval()
+    total_loss, correct, count = 0.0, 0, 0
+    for batch in batches:
+        logits = model(input_ids=batch.input_ids.to(device)).logits
+        labels = batch.labels.to(device)
+        chosen = labels != -100
+        picked = logits[chosen].float()
+        total_loss += float(nn.functional.cross_entropy(picked, labels[chosen], reduction="sum"))
+        correct += int((picked.argmax(-1) == labels[chosen]).sum())
+        count += int(chosen.sum())
+    model.train(was_training)
+    mean = total_loss / max(count, 1)
+    return {"mlm_accuracy": correct / max(count, 1), "loss": mean, "perplexity": float(torch.tensor(mean).exp())}
+
+
+@dataclass
+class MLMTrainer:
+    model: nn.Module
+    spec: PhaseSpec
+    stream: BatchStream
+    masker: MLMMasker
+    eval_batches: list[MaskedBatch]
+    out_dir: Path
+    device: torch.device
+    seed: int
+    metrics: MetricsLog
+    stage: str = "train"
+    teacher: FrozenTeacher | None = None
+    sparsifier: Sparsifier | None = None
+    params: list[nn.Parameter] | None = None
+    on_step_end: list[Callable[[int], None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.optimizer = make_optimizer(self.params or self.model.parameters(), self.spec.optim)
+        if self.sparsifier is not None:
+            self.sparsifier.bind_optimizer(self.optimizer)
+        self.updates = self.spec.schedule.update_steps() if self.spec.schedule else []
+        self.checkpoint_dir = self.out_dir / "checkpoints" / self.spec.name
+
+    # -- the step -----------------------------------------------------------------------------------
+    def losses(self, batch: MaskedBatch) -> dict[str, torch.Tensor]:
+        kd = self.spec.distill
+        use_teacher = self.teacher is not None and kd is not None and (kd.alpha_kd > 0 or kd.alpha_hidden > 0)
+        hidden = bool(use_teacher and kd.alpha_hidden > 0)
+        out = self.model(input_ids=batch.input_ids, labels=batch.labels, output_hidden_states=hidden)
+        terms = {"loss_mlm": out.loss}
+        if not use_teacher:
+            terms["loss"] = out.loss
+            return terms
+        target = self.teacher(input_ids=batch.input_ids, output_hidden_states=hidden)
+        terms["loss_kd"] = kd_logits_loss(out.logits, target.logits, kd.temperature)  # packed blocks: no padding
+        loss = kd.alpha_mlm * terms["loss_mlm"] + kd.alpha_kd * terms["loss_kd"]
+        if hidden:
+            terms["loss_hidden"] = hidden_state_loss(out.hidden_states, target.hidden_states)
+            loss = loss + kd.alpha_hidden * terms["loss_hidden"]
+        terms["loss"] = loss
+        return terms
+
+    def train_step(self, step: int) -> dict[str, float]:
+        spec, accum = self.spec, self.spec.optim.grad_accum_steps
+        updated = bool(spec.schedule and spec.schedule.is_update_step(step))
+        if updated:
+            self.sparsifier.prune_to(spec.schedule.sparsity_at(step))
+        lr = lr_at(step, spec.lr, spec.steps, self.updates)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        totals: dict[str, float] = {}
+        for micro in range(accum):
+            ids = next(self.stream)
+            batch = self.masker(ids, masking_generator(self.seed, step * accum + micro))
+            batch = MaskedBatch(batch.input_ids.to(self.device), batch.labels.to(self.device))
+            terms = self.losses(batch)
+            (terms["loss"] / accum).backward()
+            for key, value in terms.items():
+                totals[key] = totals.get(key, 0.0) + float(value.detach()) / accum
+        if spec.optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], spec.optim.grad_clip)
+        self.optimizer.step()  # post-step hook: weights re-masked
+        self.optimizer.zero_grad(set_to_none=True)
+        sparsity = self.sparsifier.sparsity if self.sparsifier else 0.0
+        return {**totals, "lr": lr, "sparsity": sparsity, "mask_update": updated}
+
+    # -- the phase ----------------------------------------------------------------------------------
+    def run(self, resume: bool = False) -> dict[str, Any]:
+        start = 0
+        if resume and has_checkpoint(self.checkpoint_dir):
+            state = load_checkpoint(self.checkpoint_dir, self.model, self.optimizer)
+            self.stream.load_state_dict(state["stream"])
+            if self.sparsifier is not None:
+                for name, target in state["targets"].items():
+                    self.sparsifier.targets[name].sparsity, self.sparsifier.targets[name].zeros = target
+                self.sparsifier.check(where=f"{self.spec.name} resume")
+            start = int(state["step"])
+            self.metrics.truncate_after(self.spec.name, start)
+            log.info("%s: resumed at step %d from %s", self.spec.name, start, self.checkpoint_dir)
+        self.model.train()
+        bar = tqdm(range(start, self.spec.steps), desc=self.spec.name, initial=start, total=self.spec.steps,
+                   dynamic_ncols=True, mininterval=2.0)
+        for step in bar:
+            began = time.perf_counter()
+            record = self.train_step(step)
+            record["step_time"] = time.perf_counter() - began
+            self.metrics.write({"stage": self.stage, "phase": self.spec.name, "step": step + 1, **record})
+            bar.set_postfix(loss=f"{record['loss']:.3f}", sparsity=f"{record['sparsity']:.3f}",
+                            lr=f"{record['lr']:.2e}", refresh=False)
+            done = step + 1
+            if done % self.spec.eval_every == 0 or done == self.spec.steps:
+                result = evaluate_mlm(self.model, self.eval_batches, self.device)
+                self.metrics.write({"stage": self.stage, "phase": "eval", "of": self.spec.name, "step": done,
+                                    "eval": result})
+                bar.write(f"{self.spec.name} step {done}: masked-token accuracy {result['mlm_accuracy']:.4f}, "
+                          f"perplexity {result['perplexity']:.2f}")
+            if done % self.spec.checkpoint_every == 0 or done == self.spec.steps:
+                self.save(done)
+            for callback in self.on_step_end:
+                callback(done)
+        bar.close()
+        return evaluate_mlm(self.model, self.eval_batches, self.device)
+
+    def save(self, step: int) -> None:
+        state: dict[str, Any] = {"step": step, "stream": self.stream.state_dict(), "phase": self.spec.name}
+        if self.sparsifier is not None:
+            state["targets"] = {n: [t.sparsity, t.zeros] for n, t in self.sparsifier.targets.items()}
+        save_checkpoint(self.checkpoint_dir, self.model, self.optimizer, state)

@@ -1,0 +1,171 @@
+"""Stages 1 and 2 of the paper: teacher preparation and sparse pre-training (GMP + LRR + KD)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pruneofa.config.schema import DataConfig, PretrainStage, Recipe, TeacherStage
+from pruneofa.data.corpus import load_documents
+from pruneofa.data.mlm import BatchStream, MaskedBatch, MLMMasker, fixed_eval_batches, pack_blocks, split_documents
+from pruneofa.distill import FrozenTeacher
+from pruneofa.errors import PruneofaError
+from pruneofa.fsutil import atomic_write_text
+from pruneofa.modeling import load_model, save_model
+from pruneofa.pruning.schedule import GMPSchedule
+from pruneofa.pruning.sparsifier import Sparsifier
+from pruneofa.train.loop import MLMTrainer, PhaseSpec, evaluate_mlm
+from pruneofa.train.metrics import MetricsLog
+from pruneofa.train.pipeline import register_stage
+from pruneofa.train.summary import print_summary
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise PruneofaError("the recipe asks for device 'cuda' but no CUDA GPU is available")
+    return torch.device(name)
+
+
+@dataclass
+class MLMData:
+    train_blocks: torch.Tensor
+    eval_batches: list[MaskedBatch]
+    masker: MLMMasker
+    info: dict[str, Any]
+
+
+def prepare_mlm_data(cfg: DataConfig, tokenizer: Any, seed: int) -> MLMData:
+    """Documents -> held-out split by document -> packed blocks -> fixed, pre-masked eval batches."""
+    docs = load_documents(cfg.corpus)
+    train_docs, eval_docs = split_documents(docs, cfg.eval_fraction, seed)
+    if not eval_docs or not train_docs:
+        raise PruneofaError(f"corpus '{cfg.corpus}' is too small to hold out {cfg.eval_fraction:.0%} for evaluation")
+    train_blocks = pack_blocks(train_docs, tokenizer, cfg.block_size, max_blocks=cfg.max_train_blocks)
+    eval_blocks = pack_blocks(eval_docs, tokenizer, cfg.block_size, max_blocks=cfg.max_eval_blocks)
+    masker = MLMMasker(tokenizer, cfg.mlm_probability, cfg.whole_word)
+    info = {
+        "corpus": cfg.corpus,
+        "documents": {"train": len(train_docs), "eval": len(eval_docs)},
+        "blocks": {"train": len(train_blocks), "eval": len(eval_blocks)},
+        "block_size": cfg.block_size,
+        "sources": sorted({d.source for d in docs}),
+    }
+    log.info("data: %s", json.dumps(info))
+    return MLMData(train_blocks, fixed_eval_batches(eval_blocks, masker, cfg.eval_batch_size, seed), masker, info)
+
+
+def _tokenizer(source: str) -> Any:
+    from transformers import AutoTokenizer
+
+    from pruneofa.modeling import resolve
+
+    return AutoTokenizer.from_pretrained(resolve(source))
+
+
+def _head_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Parameters outside the backbone (the MLM head), except those tied to backbone weights."""
+    backbone = {id(p) for p in model.base_model.parameters()}
+    return [p for p in model.parameters() if id(p) not in backbone]
+
+
+def _trainer(model: nn.Module, spec: PhaseSpec, data: MLMData, stage_cfg: Any, out_dir: Path, recipe: Recipe,
+             device: torch.device, metrics: MetricsLog, stage: str, **kwargs: Any) -> MLMTrainer:
+    stream = BatchStream(data.train_blocks, stage_cfg.optim.batch_size, recipe.seed)
+    return MLMTrainer(model=model, spec=spec, stream=stream, masker=data.masker, eval_batches=data.eval_batches,
+                      out_dir=out_dir, device=device, seed=recipe.seed, metrics=metrics, stage=stage, **kwargs)
+
+
+def _finish(out_dir: Path, model: nn.Module, tokenizer: Any, sparsifier: Sparsifier | None,
+            summary: dict[str, Any]) -> None:
+    """Save the stage's model folder (atomically, keeping the metrics and checkpoints beside it)."""
+    keep = {name: (out_dir / name) for name in ("metrics.jsonl",)}
+    texts = {name: path.read_text() for name, path in keep.items() if path.is_file()}
+    checkpoints = out_dir / "checkpoints"
+    parked = out_dir.with_name(f".{out_dir.name}.checkpoints")
+    if checkpoints.is_dir():
+        checkpoints.rename(parked)
+    extra = {**texts, "summary.json": json.dumps(summary, indent=2)}
+    save_model(model, out_dir, tokenizer, sparsifier, extra_files=extra)
+    if parked.is_dir():
+        parked.rename(checkpoints)
+
+
+@register_stage("teacher")
+def run_teacher(recipe: Recipe, cfg: TeacherStage, model_in: str, out_dir: Path, resume: bool) -> Path:
+    """Teacher preparation: build the MLM head if the checkpoint lacks one, warm it up, then adapt all."""
+    began = time.perf_counter()
+    device = resolve_device(recipe.device)
+    tokenizer = _tokenizer(model_in)
+    model, _, info = load_model(model_in, head="mlm")
+    head_missing = [k for k in info.get("missing_keys", []) if not k.startswith(model.base_model_prefix + ".")]
+    model.to(device)
+    data = prepare_mlm_data(cfg.data, tokenizer, recipe.seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = MetricsLog(out_dir / "metrics.jsonl")
+    if not resume:
+        metrics.path.unlink(missing_ok=True)
+    evals = {"before": evaluate_mlm(model, data.eval_batches, device)}
+    if head_missing and cfg.head_warmup_steps:
+        log.info("the checkpoint has no MLM head (%d weights new): warming it up on the frozen encoder",
+                 len(head_missing))
+        head = _head_parameters(model)
+        spec = PhaseSpec("head_warmup", cfg.head_warmup_steps, cfg.lr.model_copy(update={"peak": cfg.head_lr}),
+                         cfg.optim, eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every)
+        evals["after_head_warmup"] = _trainer(model, spec, data, cfg, out_dir, recipe, device, metrics, "teacher",
+                                              params=head).run(resume)
+    if cfg.steps:
+        spec = PhaseSpec("adapt", cfg.steps, cfg.lr, cfg.optim, eval_every=cfg.eval_every,
+                         checkpoint_every=cfg.checkpoint_every)
+        evals["after"] = _trainer(model, spec, data, cfg, out_dir, recipe, device, metrics, "teacher").run(resume)
+    evals.setdefault("after", evals.get("after_head_warmup", evals["before"]))
+    summary = {"stage": "teacher", "model": model_in, "head_built": bool(head_missing), "eval": evals,
+               "data": data.info, "seconds": round(time.perf_counter() - began, 1)}
+    _finish(out_dir, model.cpu(), tokenizer, None, summary)
+    print_summary("teacher", summary)
+    return out_dir
+
+
+@register_stage("pretrain")
+def run_pretrain(recipe: Recipe, cfg: PretrainStage, model_in: str, out_dir: Path, resume: bool) -> Path:
+    """Sparse pre-training: the student starts as a copy of the dense teacher and is pruned by GMP."""
+    began = time.perf_counter()
+    device = resolve_device(recipe.device)
+    tokenizer = _tokenizer(model_in)
+    dense, sparsifier_in, _ = load_model(model_in, head="mlm")
+    if sparsifier_in is not None and sparsifier_in.sparsity > 0:
+        raise PruneofaError(f"the pretrain stage needs a dense teacher, but '{model_in}' is already sparse")
+    student = copy.deepcopy(dense).to(device)
+    teacher = FrozenTeacher(dense).to(device)
+    sparsifier = Sparsifier(student, cfg.masks)
+    data = prepare_mlm_data(cfg.data, tokenizer, recipe.seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = MetricsLog(out_dir / "metrics.jsonl")
+    if not resume:
+        metrics.path.unlink(missing_ok=True)
+    schedule = GMPSchedule.from_config(cfg.schedule)
+    evals = {"teacher": evaluate_mlm(teacher.model, data.eval_batches, device)}
+    spec = PhaseSpec("pretrain", cfg.steps, cfg.lr, cfg.optim, distill=cfg.distill, schedule=schedule,
+                     eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every)
+    evals["student"] = _trainer(student, spec, data, cfg, out_dir, recipe, device, metrics, "pretrain",
+                                teacher=teacher, sparsifier=sparsifier).run(resume)
+    report = sparsifier.check(where="end of pretrain")
+    summary = {"stage": "pretrain", "model": model_in, "eval": evals, "sparsity": report.overall(),
+               "distill": cfg.distill.model_dump(), "data": data.info,
+               "seconds": round(time.perf_counter() - began, 1), "steps": cfg.steps}
+    _finish(out_dir, student.cpu(), tokenizer, sparsifier, summary)
+    print(report.table())
+    print_summary("pretrain", summary)
+    atomic_write_text(out_dir / "audit.json", report.to_json())
+    return out_dir

@@ -1,0 +1,231 @@
+"""Reports on a synthetic run folder: every plot is a real PNG, the page links them, bad input is handled."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from pruneofa.cli import report_cmd
+from pruneofa.errors import PruneofaError
+from pruneofa.reports import build_report, plots, read_metrics, shorten_layer_name
+from pruneofa.reports.document import Section, Text
+from pruneofa.reports.report import RUN_SECTIONS, register_run_section
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+STEPS = 120
+UPDATES = list(range(10, 71, 10))  # GMP: begin 10, end 70, every 10 steps
+_ROLES = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+          "intermediate.dense", "output.dense")
+
+
+def _gmp(step: int, final: float = 0.9) -> float:
+    if step < UPDATES[0]:
+        return 0.0
+    last = min(step, UPDATES[-1])
+    last -= (last - UPDATES[0]) % 10
+    return final * (1 - (1 - (last - UPDATES[0]) / (UPDATES[-1] - UPDATES[0])) ** 3)
+
+
+def _lr(step: int) -> float:
+    """Warm-up then linear decay, rewound to the peak at every mask update (the sawtooth)."""
+    if step < 5:
+        return 1e-4 * (step + 1) / 5
+    start = max([5] + [u for u in UPDATES if u <= step])
+    end = min([u for u in UPDATES if u > step] + [STEPS])
+    return 1e-4 * (1 - (step - start) / max(end - start, 1))
+
+
+def _write_jsonl(path: Path, records: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def _sparsity_json(layers: int = 6, target: float = 0.9) -> dict:
+    out = {}
+    for i in range(layers):
+        for role in _ROLES:
+            shape = {"intermediate.dense": [1536, 384], "output.dense": [384, 1536]}.get(role, [384, 384])
+            numel = math.prod(shape)
+            out[f"bert.encoder.layer.{i}.{role}"] = {"param": "weight", "in_axis": 1, "shape": shape,
+                                                     "target": target, "zeros": round(numel * target)}
+    return {"format": 1, "pattern": "unstructured", "allocation": "uniform", "layers": out}
+
+
+@pytest.fixture
+def run_dir(tmp_path) -> Path:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.resolved.yaml").write_text("version: 1\nname: synthetic\nmodel: minilm\n")
+    teacher = []
+    for phase, steps in (("head_warmup", range(0, 20)), ("adapt", range(20, 60))):
+        teacher += [{"stage": "teacher", "phase": phase, "step": s, "lr": 5e-5, "loss": 4.0 - s / 30,
+                     "loss_mlm": 4.0 - s / 30, "step_time": 0.5} for s in steps]
+    teacher += [{"stage": "teacher", "phase": "eval", "step": s,
+                 "eval": {"mlm_accuracy": 0.3 + s / 300, "perplexity": 40 - s / 3, "loss": math.log(40 - s / 3)}}
+                for s in (0, 30, 59)]
+    _write_jsonl(run / "teacher" / "metrics.jsonl", teacher)
+    (run / "teacher" / "summary.json").write_text(json.dumps(
+        {"eval_before": {"mlm_accuracy": 0.3, "perplexity": 40.0}, "eval_after": {"mlm_accuracy": 0.5,
+         "perplexity": 20.0}, "seconds": 75.2, "steps": 60}))
+    (run / "teacher" / "config.json").write_text("{}")
+
+    pretrain = [{"stage": "pretrain", "phase": "train", "step": s, "lr": _lr(s), "sparsity": _gmp(s),
+                 "loss": 3.0 + 0.5 * math.sin(s / 3) / (1 + s / 20), "loss_mlm": 2.5, "loss_kd": 3.5,
+                 "loss_hidden": 0.0, "step_time": 1.7, "mask_update": s in UPDATES} for s in range(STEPS)]
+    pretrain += [{"stage": "pretrain", "phase": "eval", "step": s,
+                  "eval": {"mlm_accuracy": 0.45 - s / 1000, "perplexity": 20 + s / 10, "loss": 3.0}}
+                 for s in (0, 40, 80, 119)]
+    _write_jsonl(run / "pretrain" / "metrics.jsonl", pretrain)
+    (run / "pretrain" / "pruneofa_sparsity.json").write_text(json.dumps(_sparsity_json()))
+    (run / "pretrain" / "summary.json").write_text(json.dumps(
+        {"eval_before": {"mlm_accuracy": 0.5}, "eval_after": {"mlm_accuracy": 0.33}, "seconds": 512.3,
+         "steps": STEPS}))
+    return run
+
+
+def _assert_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE, path
+    assert len(data) > 5000, f"{path} is suspiciously small ({len(data)} bytes)"
+
+
+def _linked_images(md: str) -> list[str]:
+    return re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+
+
+def test_report_writes_every_plot_and_links_them(run_dir):
+    md_path = build_report(run_dir)
+    assert md_path == run_dir / "report" / "report.md"
+    figures = run_dir / "report" / "figures"
+    expected = {"teacher_lr.png", "teacher_losses.png", "teacher_eval.png", "pretrain_sparsity_schedule.png",
+                "pretrain_lr.png", "pretrain_losses.png", "pretrain_eval.png", "pretrain_layer_sparsity.png"}
+    assert {p.name for p in figures.iterdir()} == expected  # dense teacher: no sparsity plots
+    for png in figures.iterdir():
+        _assert_png(png)
+    md = md_path.read_text()
+    assert "Stage `teacher`" in md and "Stage `pretrain`" in md
+    links = _linked_images(md)
+    assert sorted(Path(link).name for link in links) == sorted(expected)
+    assert all((md_path.parent / link).is_file() for link in links)
+    assert "512.3 (8m 32s)" in md  # summary figures with a readable duration
+    assert "eval_before" in md and "last eval (step 119)" in md
+    assert "version: 1" in md  # the recipe
+    html = (run_dir / "report" / "report.html").read_text()
+    assert html.count('<img src="data:image/png;base64,') == len(expected)
+    assert "<h2>Stage <code>pretrain</code></h2>" in html
+
+
+def test_rebuilding_replaces_the_previous_report(run_dir):
+    build_report(run_dir)
+    (run_dir / "report" / "stale.txt").write_text("old")
+    build_report(run_dir)
+    assert not (run_dir / "report" / "stale.txt").exists()
+    assert not [p for p in run_dir.iterdir() if p.name.startswith(".")]  # no temp folders left behind
+
+
+def test_missing_stages_are_skipped(run_dir, tmp_path):
+    import shutil
+
+    shutil.rmtree(run_dir / "teacher")
+    (run_dir / "pretrain" / "metrics.jsonl").unlink()  # only the sparsity file and summary are left
+    md = build_report(run_dir).read_text()
+    assert "teacher" not in md.split("## Recipe")[0]
+    assert [Path(p).name for p in _linked_images(md)] == ["pretrain_layer_sparsity.png"]
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "recipe.resolved.yaml").write_text("name: x\n")
+    md = build_report(bare).read_text()
+    assert "No stage folder yet" in md and _linked_images(md) == []
+
+
+def test_corrupt_metrics_line_is_skipped_with_a_warning(run_dir, caplog):
+    path = run_dir / "pretrain" / "metrics.jsonl"
+    lines = path.read_text().splitlines()
+    lines.insert(2, '{"stage": "pretrain", "step": 2, "lo')
+    lines.append("[1, 2]")
+    path.write_text("\n".join(lines) + "\n")
+    with caplog.at_level(logging.WARNING, logger="pruneofa.reports"):
+        records = read_metrics(path)
+        build_report(run_dir)
+    assert len(records) == len(lines) - 2
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(f"{path}:3: skipping corrupt metrics line" in m for m in messages), messages
+    assert any(f"{path}:{len(lines)}:" in m for m in messages), messages
+    _assert_png(run_dir / "report" / "figures" / "pretrain_losses.png")
+
+
+def test_missing_or_wrong_run_dir_raises(tmp_path):
+    with pytest.raises(PruneofaError, match="does not exist"):
+        build_report(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PruneofaError, match="no stage folder"):
+        build_report(tmp_path / "empty")
+
+
+def test_out_dir_that_would_destroy_data_is_refused(run_dir, tmp_path):
+    for bad in (run_dir, run_dir / "pretrain", run_dir.parent):
+        with pytest.raises(PruneofaError, match="--out"):
+            build_report(run_dir, bad)
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    with pytest.raises(PruneofaError, match="not a previous report"):
+        build_report(run_dir, other)
+    assert (other / "keep.txt").exists()
+
+
+def test_custom_out_dir_and_registered_section(run_dir, tmp_path):
+    def bench(ctx):
+        data = ctx.run_json("bench.json")
+        return [Section("Benchmark", [Text(f"latency {data['ms']} ms")])] if data else []
+
+    register_run_section(bench)
+    try:
+        out = tmp_path / "elsewhere"
+        md = build_report(run_dir, out).read_text()
+        assert "Benchmark" not in md  # no bench.json: section skipped
+        (run_dir / "bench.json").write_text('{"ms": 3.5}')
+        md = build_report(run_dir, out).read_text()
+        assert "latency 3.5 ms" in md
+        assert all((out / link).is_file() for link in _linked_images(md))
+    finally:
+        RUN_SECTIONS.remove(bench)
+
+
+def test_cli_prints_the_report_path(run_dir, capsys):
+    parser = argparse.ArgumentParser()
+    report_cmd.register(parser.add_subparsers())
+    args = parser.parse_args(["report", str(run_dir), "--smoothing", "0"])
+    assert args.func(args) == 0
+    assert capsys.readouterr().out.strip() == str(run_dir / "report" / "report.md")
+
+
+@pytest.mark.parametrize(("name", "short"), [
+    ("bert.encoder.layer.0.attention.self.query", "L0.attn.q"),
+    ("bert.encoder.layer.3.output.dense", "L3.ffn.out"),
+    ("roberta.encoder.layer.11.attention.output.dense", "L11.attn.out"),
+    ("bert.encoder.layer.23.intermediate.dense", "L23.ffn.in"),
+    ("distilbert.transformer.layer.2.ffn.lin1", "L2.ffn.in"),
+    ("transformer.h.4.attn.c_attn", "L4.attn.qkv"),
+    ("bert.pooler.dense", "bert.pooler.dense"),
+])
+def test_layer_names_are_shortened(name, short):
+    assert shorten_layer_name(name) == short
+
+
+def test_24_layer_bar_chart_and_empty_inputs(tmp_path):
+    path = plots.plot_layer_sparsity(_sparsity_json(layers=24, target=0.8), tmp_path / "bars.png", "big")
+    assert path is not None
+    _assert_png(path)
+    assert plots.plot_layer_sparsity(None, tmp_path / "none.png") is None
+    assert plots.plot_sparsity_schedule([{"phase": "train", "step": 1, "loss": 2.0}], tmp_path / "s.png") is None
+    assert not (tmp_path / "s.png").exists() and not (tmp_path / "none.png").exists()
+    with pytest.raises(ValueError, match="smoothing"):
+        plots.smooth([1.0, 2.0], 1.0)
