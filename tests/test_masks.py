@@ -199,3 +199,16 @@ def test_locked_pattern_refuses_new_masks():
     sp.lock()
     with pytest.raises(PruneofaError, match="locked"):
         sp.prune_to(0.9)
+
+
+def test_detach_removes_buffers_and_hooks():
+    from pruneofa.masks import detach_masks
+
+    model = TwoLayers(8, 8, 2)
+    sp = _sparsifier(model, "unstructured")
+    sp.prune_to(0.5)
+    removed = detach_masks(model)
+    assert sorted(removed) == ["first.weight_mask", "second.weight_mask"]
+    assert list(masked_modules(model)) == []
+    model(torch.randn(2, 8)).sum().backward()
+    assert torch.count_nonzero(model.first.weight.grad[~removed["first.weight_mask"]]) > 0

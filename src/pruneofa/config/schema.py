@@ -7,7 +7,7 @@ is the next stage's input.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -172,6 +172,57 @@ class PretrainStage(StrictModel):
         return self
 
 
+class TaskConfig(StrictModel):
+    """A downstream task: a built-in name (polarity, wiki-pairs, wiki-qa, sst2, mnli, qnli, qqp, squad) or
+    csv:PATH / jsonl:PATH / hf:NAME[:CONFIG]."""
+
+    name: str = "polarity"
+    data_dir: str | None = Field(None, description="folder of the GLUE TSV / SQuAD JSON files (file tasks)")
+    max_train: PositiveInt | None = None
+    max_eval: PositiveInt | None = None
+    max_length: Annotated[int, Field(ge=16, le=4096)] = 128
+    doc_stride: Annotated[int, Field(ge=8)] = Field(64, description="QA: overlap of consecutive windows")
+    max_query_length: Annotated[int, Field(ge=4)] = 64
+    options: dict[str, Any] = Field(default_factory=dict, description="task-specific options (e.g. csv columns)")
+    eval_batch_size: PositiveInt = 64
+
+
+class TaskDistillConfig(StrictModel):
+    """Task distillation: alpha_task * CE + alpha_kd * T^2 * KL(teacher_T || student_T) on the task logits."""
+
+    alpha_task: Annotated[float, Field(ge=0.0)] = 0.5
+    alpha_kd: Annotated[float, Field(ge=0.0)] = 0.5
+    temperature: Annotated[float, Field(gt=0.0)] = 2.0
+
+    @model_validator(mode="after")
+    def _check_weights(self) -> TaskDistillConfig:
+        if self.alpha_task + self.alpha_kd <= 0:
+            raise ValueError("alpha_task and alpha_kd are both 0: the loss would be 0")
+        return self
+
+
+class FinetuneStage(StrictModel):
+    """Dense fine-tuning on a task: the dense task teacher that sparse transfer distils from."""
+
+    init: str = Field("teacher", description="a stage of this run ('teacher'), 'model' (the recipe's), or a path")
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    steps: PositiveInt = 300
+    lr: LRConfig = Field(default_factory=lambda: LRConfig(peak=5e-5, warmup_steps=30, rewind=False))
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(batch_size=32))
+    eval_every: PositiveInt = 100
+    checkpoint_every: PositiveInt = 100
+
+
+class TransferStage(FinetuneStage):
+    """Sparse transfer: fine-tune the sparse pre-trained model with its pattern locked, distilling from
+    the dense task teacher."""
+
+    init: str = Field("pretrain", description="the sparse pre-trained model: a stage of this run or a path")
+    teacher: str | None = Field("finetune", description="the dense task teacher (a stage or a path); null: no KD")
+    distill: TaskDistillConfig = Field(default_factory=TaskDistillConfig)
+    lock: bool = Field(True, description="keep the pre-training mask (false only for the ablation)")
+
+
 class Recipe(StrictModel):
     """A whole run: which model, which stages. Stages run in the order of STAGE_ORDER."""
 
@@ -184,6 +235,8 @@ class Recipe(StrictModel):
     prune: PruneStage | None = None
     teacher: TeacherStage | None = None
     pretrain: PretrainStage | None = None
+    finetune: FinetuneStage | None = None
+    transfer: TransferStage | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Recipe:
@@ -200,4 +253,4 @@ class Recipe(StrictModel):
         return [(name, getattr(self, name)) for name in STAGE_ORDER if getattr(self, name) is not None]
 
 
-STAGE_ORDER: tuple[str, ...] = ("prune", "teacher", "pretrain")
+STAGE_ORDER: tuple[str, ...] = ("prune", "teacher", "pretrain", "finetune", "transfer")

@@ -16,6 +16,7 @@ Three things keep a pruned weight at exactly zero through any optimizer:
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -50,12 +51,26 @@ def attach_mask(module: nn.Module, param_name: str = "weight", mask: torch.Tenso
         module.register_buffer(name, mask.to(device=param.device, dtype=torch.bool).clone(), persistent=True)
     else:
         existing.copy_(mask)
-    hooked: set[str] = module.__dict__.setdefault(_HOOKED_ATTR, set())
-    if param_name not in hooked:
+    hooks: dict[str, Any] = module.__dict__.setdefault(_HOOKED_ATTR, {})
+    if param_name not in hooks:
         # Look the buffer up at call time: `.to()` and `load_state_dict` may replace the tensor object.
-        param.register_hook(lambda grad, m=module, n=name: grad * m._buffers[n].to(grad.dtype))
-        hooked.add(param_name)
+        hooks[param_name] = param.register_hook(lambda grad, m=module, n=name: grad * m._buffers[n].to(grad.dtype))
     return module._buffers[name]
+
+
+def detach_masks(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Remove every mask buffer and gradient hook; returns the masks by `<module>.<param>_mask` name.
+
+    Only for ablations (fine-tuning with the pattern unlocked): afterwards nothing keeps a zero a zero.
+    """
+    removed: dict[str, torch.Tensor] = {}
+    for mod_name, module, param_name in list(masked_modules(model)):
+        buffer = mask_buffer_name(param_name)
+        removed[f"{mod_name}.{buffer}" if mod_name else buffer] = module._buffers.pop(buffer)
+        handle = module.__dict__.get(_HOOKED_ATTR, {}).pop(param_name, None)
+        if handle is not None:
+            handle.remove()
+    return removed
 
 
 def masked_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module, str]]:

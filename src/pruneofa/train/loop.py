@@ -7,9 +7,10 @@ re-masks the weights). Adapters for other trainers copy this order.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pruneofa.config.schema import DistillConfig, LRConfig, OptimConfig
-from pruneofa.data.mlm import BatchStream, MaskedBatch, MLMMasker, masking_generator
+from pruneofa.data.mlm import IGNORE_INDEX, BatchStream, MaskedBatch, MLMMasker, masking_generator
 from pruneofa.distill import FrozenTeacher, hidden_state_loss, kd_logits_loss
 from pruneofa.pruning.schedule import GMPSchedule, lr_at
 from pruneofa.pruning.sparsifier import Sparsifier
@@ -50,6 +51,37 @@ def make_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.op
     return torch.optim.SGD(params, lr=0.0, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
+@contextlib.contextmanager
+def decode_only(model: nn.Module, chosen: torch.Tensor) -> Iterator[None]:
+    """Run the vocabulary projection only at `chosen` positions ([B, L] bool); logits come out [n, V].
+
+    The projection to a ~30k vocabulary costs as much as the whole encoder of a small model; the
+    masked-LM loss needs it only at the ~15% masked positions. A pre-hook on the output embeddings
+    (the decoder, whatever the architecture calls it) selects those rows of its input.
+    """
+    decoder = model.get_output_embeddings()
+    if decoder is None:
+        yield
+        return
+    handle = decoder.register_forward_pre_hook(lambda _module, args: (args[0][chosen], *args[1:]))
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def masked_lm_logits(
+    model: nn.Module, input_ids: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels at the masked positions only."""
+    chosen = labels != IGNORE_INDEX
+    with decode_only(model, chosen):
+        logits = model(input_ids=input_ids).logits
+    if logits.dim() == 3:  # no decoder found to hook: full logits, select here
+        logits = logits[chosen]
+    return logits, labels[chosen]
+
+
 @torch.no_grad()
 def evaluate_mlm(model: nn.Module, batches: list[MaskedBatch], device: torch.device) -> dict[str, float]:
     """Masked-token accuracy, mean cross-entropy and perplexity over fixed, pre-masked eval batches."""
@@ -57,25 +89,27 @@ def evaluate_mlm(model: nn.Module, batches: list[MaskedBatch], device: torch.dev
     model.eval()
     total_loss, correct, count = 0.0, 0, 0
     for batch in batches:
-        logits = model(input_ids=batch.input_ids.to(device)).logits
-        labels = batch.labels.to(device)
-        chosen = labels != -100
-        picked = logits[chosen].float()
-        total_loss += float(nn.functional.cross_entropy(picked, labels[chosen], reduction="sum"))
-        correct += int((picked.argmax(-1) == labels[chosen]).sum())
-        count += int(chosen.sum())
+        logits, labels = masked_lm_logits(model, batch.input_ids.to(device), batch.labels.to(device))
+        logits = logits.float()
+        total_loss += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
+        correct += int((logits.argmax(-1) == labels).sum())
+        count += int(labels.numel())
     model.train(was_training)
     mean = total_loss / max(count, 1)
     return {"mlm_accuracy": correct / max(count, 1), "loss": mean, "perplexity": float(torch.tensor(mean).exp())}
 
 
 @dataclass
-class MLMTrainer:
+class Trainer:
+    """The generic phase loop: schedule, LR, micro-batches, clip, step, eval, checkpoint, resume.
+
+    Subclasses say what a batch is (`next_batch`), what the loss is (`losses`) and how to evaluate
+    (`evaluate`); the step itself (`train_step`) is the same for masked-LM and downstream tasks.
+    """
+
     model: nn.Module
     spec: PhaseSpec
     stream: BatchStream
-    masker: MLMMasker
-    eval_batches: list[MaskedBatch]
     out_dir: Path
     device: torch.device
     seed: int
@@ -93,25 +127,20 @@ class MLMTrainer:
         self.updates = self.spec.schedule.update_steps() if self.spec.schedule else []
         self.checkpoint_dir = self.out_dir / "checkpoints" / self.spec.name
 
-    # -- the step -----------------------------------------------------------------------------------
-    def losses(self, batch: MaskedBatch) -> dict[str, torch.Tensor]:
-        kd = self.spec.distill
-        use_teacher = self.teacher is not None and kd is not None and (kd.alpha_kd > 0 or kd.alpha_hidden > 0)
-        hidden = bool(use_teacher and kd.alpha_hidden > 0)
-        out = self.model(input_ids=batch.input_ids, labels=batch.labels, output_hidden_states=hidden)
-        terms = {"loss_mlm": out.loss}
-        if not use_teacher:
-            terms["loss"] = out.loss
-            return terms
-        target = self.teacher(input_ids=batch.input_ids, output_hidden_states=hidden)
-        terms["loss_kd"] = kd_logits_loss(out.logits, target.logits, kd.temperature)  # packed blocks: no padding
-        loss = kd.alpha_mlm * terms["loss_mlm"] + kd.alpha_kd * terms["loss_kd"]
-        if hidden:
-            terms["loss_hidden"] = hidden_state_loss(out.hidden_states, target.hidden_states)
-            loss = loss + kd.alpha_hidden * terms["loss_hidden"]
-        terms["loss"] = loss
-        return terms
+    def next_batch(self, step: int, micro: int) -> Any:
+        raise NotImplementedError
 
+    def losses(self, batch: Any) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def evaluate(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def distilling(self) -> bool:
+        kd = self.spec.distill
+        return self.teacher is not None and kd is not None and (kd.alpha_kd > 0 or kd.alpha_hidden > 0)
+
+    # -- the step -----------------------------------------------------------------------------------
     def train_step(self, step: int) -> dict[str, float]:
         spec, accum = self.spec, self.spec.optim.grad_accum_steps
         updated = bool(spec.schedule and spec.schedule.is_update_step(step))
@@ -122,10 +151,7 @@ class MLMTrainer:
             group["lr"] = lr
         totals: dict[str, float] = {}
         for micro in range(accum):
-            ids = next(self.stream)
-            batch = self.masker(ids, masking_generator(self.seed, step * accum + micro))
-            batch = MaskedBatch(batch.input_ids.to(self.device), batch.labels.to(self.device))
-            terms = self.losses(batch)
+            terms = self.losses(self.next_batch(step, micro))
             (terms["loss"] / accum).backward()
             for key, value in terms.items():
                 totals[key] = totals.get(key, 0.0) + float(value.detach()) / accum
@@ -161,20 +187,66 @@ class MLMTrainer:
                             lr=f"{record['lr']:.2e}", refresh=False)
             done = step + 1
             if done % self.spec.eval_every == 0 or done == self.spec.steps:
-                result = evaluate_mlm(self.model, self.eval_batches, self.device)
+                result = self.evaluate()
                 self.metrics.write({"stage": self.stage, "phase": "eval", "of": self.spec.name, "step": done,
                                     "eval": result})
-                bar.write(f"{self.spec.name} step {done}: masked-token accuracy {result['mlm_accuracy']:.4f}, "
-                          f"perplexity {result['perplexity']:.2f}")
+                shown = ", ".join(f"{k} {v:.4g}" for k, v in flatten_metrics(result).items())
+                bar.write(f"{self.spec.name} step {done}: {shown}")
             if done % self.spec.checkpoint_every == 0 or done == self.spec.steps:
                 self.save(done)
             for callback in self.on_step_end:
                 callback(done)
         bar.close()
-        return evaluate_mlm(self.model, self.eval_batches, self.device)
+        return self.evaluate()
 
     def save(self, step: int) -> None:
         state: dict[str, Any] = {"step": step, "stream": self.stream.state_dict(), "phase": self.spec.name}
         if self.sparsifier is not None:
             state["targets"] = {n: [t.sparsity, t.zeros] for n, t in self.sparsifier.targets.items()}
         save_checkpoint(self.checkpoint_dir, self.model, self.optimizer, state)
+
+
+def flatten_metrics(result: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """{'dev': {'accuracy': 90.1}} -> {'dev.accuracy': 90.1}, for one-line display."""
+    out: dict[str, float] = {}
+    for key, value in result.items():
+        if isinstance(value, dict):
+            out.update(flatten_metrics(value, f"{prefix}{key}."))
+        elif isinstance(value, int | float):
+            out[f"{prefix}{key}"] = float(value)
+    return out
+
+
+@dataclass
+class MLMTrainer(Trainer):
+    """Masked-LM phases: teacher head warm-up and adaptation, sparse pre-training with distillation."""
+
+    masker: MLMMasker | None = None
+    eval_batches: list[MaskedBatch] = field(default_factory=list)
+
+    def next_batch(self, step: int, micro: int) -> MaskedBatch:
+        ids = next(self.stream)
+        accum = self.spec.optim.grad_accum_steps
+        batch = self.masker(ids, masking_generator(self.seed, step * accum + micro))
+        return MaskedBatch(batch.input_ids.to(self.device), batch.labels.to(self.device))
+
+    def losses(self, batch: MaskedBatch) -> dict[str, torch.Tensor]:
+        if not self.distilling():  # masked-LM alone needs the vocabulary projection only at masked positions
+            logits, labels = masked_lm_logits(self.model, batch.input_ids, batch.labels)
+            loss = nn.functional.cross_entropy(logits.float(), labels)
+            return {"loss_mlm": loss, "loss": loss}
+        kd = self.spec.distill
+        hidden = kd.alpha_hidden > 0
+        out = self.model(input_ids=batch.input_ids, labels=batch.labels, output_hidden_states=hidden)
+        terms = {"loss_mlm": out.loss}
+        target = self.teacher(input_ids=batch.input_ids, output_hidden_states=hidden)
+        terms["loss_kd"] = kd_logits_loss(out.logits, target.logits, kd.temperature)  # packed blocks: no padding
+        loss = kd.alpha_mlm * terms["loss_mlm"] + kd.alpha_kd * terms["loss_kd"]
+        if hidden:
+            terms["loss_hidden"] = hidden_state_loss(out.hidden_states, target.hidden_states)
+            loss = loss + kd.alpha_hidden * terms["loss_hidden"]
+        terms["loss"] = loss
+        return terms
+
+    def evaluate(self) -> dict[str, Any]:
+        return evaluate_mlm(self.model, self.eval_batches, self.device)

@@ -37,4 +37,4 @@ def run_prune(recipe: Recipe, cfg: PruneStage, model_in: str, out_dir: Path, res
     return out_dir
 
 
-from pruneofa.train import mlm_stages  # noqa: E402, F401 - registers the teacher and pretrain stages
+from pruneofa.train import mlm_stages, task_stages  # noqa: E402, F401 - register their stages

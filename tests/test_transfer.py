@@ -1,0 +1,127 @@
+"""Sparse transfer: the pattern stays locked bit for bit; unlocking it (the ablation) loses sparsity."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+
+import pytest
+import torch
+
+from pruneofa.config import parse_recipe
+from pruneofa.modeling import audit_folder, read_masks
+from pruneofa.train.pipeline import run_recipe, run_stage
+from tests.conftest import write_tiny_corpus, write_tiny_model
+
+_COLOURS = ["red", "blue", "green"]
+
+
+def _write_task(folder, n_train=96, n_dev=32):
+    """Label 1 when the sentence's animal is a cat: learnable by a tiny model in a few steps."""
+    rng = random.Random(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("dev", n_dev)):
+        with (folder / f"{split}.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["text", "label"])
+            for _ in range(n):
+                animal = rng.choice(["cat", "dog", "bird"])
+                writer.writerow([f"the {rng.choice(_COLOURS)} {animal} sees the {rng.choice(_COLOURS)} tree .",
+                                 int(animal == "cat")])
+    return folder
+
+
+def _write_squad(folder):
+    rng = random.Random(1)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", 24), ("dev", 8)):
+        paragraphs = []
+        for i in range(n):
+            colour = rng.choice(_COLOURS)
+            context = f"the big dog sees the {colour} cat near the old house and the small bird ."
+            paragraphs.append({"context": context, "qas": [{
+                "id": f"{split}{i}", "question": "the big dog sees the what cat ?",
+                "answers": [{"text": colour, "answer_start": context.index(colour)}]}]})
+        data = {"version": "1.1", "data": [{"title": "t", "paragraphs": paragraphs}]}
+        (folder / f"{split}-v1.1.json").write_text(json.dumps(data))
+    return folder
+
+
+@pytest.fixture
+def pretrained_run(tmp_path, monkeypatch):
+    """A run folder holding teacher and (90% sparse) pretrain stage outputs of a tiny BERT."""
+    monkeypatch.setenv("PRUNEOFA_CACHE", str(tmp_path / "cache"))
+    corpus = write_tiny_corpus(tmp_path / "corpus")
+    model = write_tiny_model(tmp_path / "model")
+    data = {"corpus": str(corpus), "block_size": 16, "eval_fraction": 0.2, "max_eval_blocks": 4}
+    raw = {"version": 1, "name": "tiny", "model": str(model), "seed": 5, "device": "cpu",
+           "teacher": {"head_warmup_steps": 0, "steps": 2, "optim": {"batch_size": 4}, "data": data},
+           "pretrain": {"steps": 6, "schedule": {"begin_step": 0, "end_step": 4, "frequency": 2},
+                        "optim": {"batch_size": 4}, "data": data}}
+    run_recipe(parse_recipe(raw), tmp_path / "run")
+    return tmp_path / "run"
+
+
+def _task_recipe(task, **transfer):
+    task_cfg = {"max_length": 32, **task}
+    return parse_recipe({
+        "version": 1, "name": "tiny-task", "model": "unused", "seed": 5, "device": "cpu",
+        "finetune": {"steps": 8, "eval_every": 4, "lr": {"peak": 1e-3, "warmup_steps": 0},
+                     "optim": {"batch_size": 8}, "task": task_cfg},
+        "transfer": {"steps": 8, "eval_every": 4, "lr": {"peak": 1e-3, "warmup_steps": 0},
+                     "optim": {"batch_size": 8}, "task": task_cfg, **transfer},
+    })
+
+
+def test_transfer_keeps_the_pretraining_mask_bit_for_bit(tmp_path, pretrained_run):
+    task = {"name": f"csv:{_write_task(tmp_path / 'task')}"}
+    run_recipe(_task_recipe(task), pretrained_run)
+    out = pretrained_run / "transfer"
+    before = read_masks(pretrained_run / "pretrain")
+    after = read_masks(out)
+    assert before and before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert audit_folder(out).ok
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["mask_identical_to_pretrain"] is True
+    assert summary["distilled_from"] == "finetune"
+    assert {"loss_task", "loss_kd"} <= set(json.loads((out / "metrics.jsonl").read_text().splitlines()[0]))
+    assert 0.0 <= summary["eval"]["after"]["dev"]["accuracy"] <= 100.0
+
+
+def test_unlocked_transfer_loses_sparsity_and_the_audit_says_so(tmp_path, pretrained_run, capsys):
+    task = {"name": f"csv:{_write_task(tmp_path / 'task')}"}
+    recipe = _task_recipe(task, lock=False, teacher=None)
+    run_stage(recipe, "transfer", "unused", pretrained_run / "transfer-unlocked")
+    out = pretrained_run / "transfer-unlocked"
+    report = audit_folder(out)
+    assert not report.ok
+    assert all(layer.masked_nonzero > 0 for layer in report.layers)  # every layer regrew pruned weights
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["sparsity"]["ok"] is False
+
+    from pruneofa.cli.main import main
+
+    capsys.readouterr()
+    assert main(["audit", str(out)]) == 1
+    assert "DRIFT" in capsys.readouterr().out
+
+
+def test_qa_transfer_reports_exact_match_and_f1(tmp_path, pretrained_run):
+    task = {"name": "squad", "data_dir": str(_write_squad(tmp_path / "squad")), "max_length": 32,
+            "doc_stride": 8, "max_query_length": 12}
+    run_recipe(_task_recipe(task), pretrained_run)
+    summary = json.loads((pretrained_run / "transfer" / "summary.json").read_text())
+    scores = summary["eval"]["after"]["dev"]
+    assert set(scores) == {"exact_match", "f1"}
+    assert summary["mask_identical_to_pretrain"] is True
+
+
+def test_transfer_refuses_a_dense_model(tmp_path, pretrained_run):
+    from pruneofa.errors import PruneofaError
+
+    task = {"name": f"csv:{_write_task(tmp_path / 'task')}"}
+    recipe = _task_recipe(task, init="teacher")
+    with pytest.raises(PruneofaError, match="has no masks"):
+        run_stage(recipe, "transfer", "unused", pretrained_run / "x")
