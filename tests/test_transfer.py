@@ -125,3 +125,29 @@ def test_transfer_refuses_a_dense_model(tmp_path, pretrained_run):
     recipe = _task_recipe(task, init="teacher")
     with pytest.raises(PruneofaError, match="has no masks"):
         run_stage(recipe, "transfer", "unused", pretrained_run / "x")
+
+
+def test_qat_keeps_the_mask_and_reports_fp32_vs_int8(tmp_path, pretrained_run):
+    from pruneofa.quant.api import load_qat_model
+    from pruneofa.quant.modules import MaskedQATLinear
+
+    task = {"name": f"csv:{_write_task(tmp_path / 'task')}", "max_length": 32}
+    recipe = parse_recipe({
+        "version": 1, "name": "tiny-qat", "model": "unused", "seed": 5, "device": "cpu",
+        "finetune": {"steps": 6, "optim": {"batch_size": 8}, "task": task},
+        "transfer": {"steps": 6, "optim": {"batch_size": 8}, "task": task},
+        "qat": {"steps": 6, "optim": {"batch_size": 8}, "task": task, "quant": {"freeze_observers_after": 4}},
+    })
+    run_recipe(recipe, pretrained_run)
+    out = pretrained_run / "qat"
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["eval"]) == {"fp32_sparse", "after"}
+    assert summary["mask_identical_to_pretrain"] is True
+    assert audit_folder(out).ok
+    model, sparsifier, _ = load_qat_model(out)
+    qat_layers = [m for m in model.modules() if isinstance(m, MaskedQATLinear)]
+    assert len(qat_layers) == len(sparsifier.layers) == 12
+    for layer in qat_layers:
+        q, _ = layer.int8_weight()
+        assert torch.count_nonzero(q[~layer.weight_mask]) == 0
+        assert int(layer.input_fake_quant.observer_enabled[0]) == 0  # frozen before the final evaluation

@@ -23,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="override one recipe value (repeatable; dotted keys, YAML values), e.g. "
         "--set pretrain.schedule.final_sparsity=0.85",
     )
-    p.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<recipe name>)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: runs/<recipe name>, or runs/<continues> for a recipe that "
+                   "continues another run)")
     p.add_argument(
         "--resume", action="store_true",
         help="continue a killed run from its last checkpoint; finished stages are skipped",
@@ -39,7 +41,7 @@ def _run(args: argparse.Namespace) -> int:
     from pruneofa.train.pipeline import run_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
-    out = args.out or Path("runs") / recipe.name
+    out = args.out or Path("runs") / (recipe.continues or recipe.name)
     final = run_recipe(recipe, out, resume=args.resume, only=args.only)
     print(f"done: {final}")
     return 0

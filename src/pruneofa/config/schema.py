@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from pruneofa.quant.config import QATConfig
+
 RECIPE_VERSION = 1
 
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -223,6 +225,16 @@ class TransferStage(FinetuneStage):
     lock: bool = Field(True, description="keep the pre-training mask (false only for the ablation)")
 
 
+class QATStage(TransferStage):
+    """8-bit quantization-aware training of the sparse fine-tuned model, pattern still locked, with
+    distillation from the dense task teacher continuing. Evaluates once, at the end (observers frozen)."""
+
+    init: str = Field("transfer", description="the sparse fine-tuned model: a stage of this run or a path")
+    quant: QATConfig = Field(default_factory=QATConfig)
+    steps: PositiveInt = 100
+    lr: LRConfig = Field(default_factory=lambda: LRConfig(peak=2e-5, warmup_steps=0, rewind=False))
+
+
 class Recipe(StrictModel):
     """A whole run: which model, which stages. Stages run in the order of STAGE_ORDER."""
 
@@ -231,12 +243,16 @@ class Recipe(StrictModel):
     description: str = ""
     seed: int = 42
     model: str = Field(description="a hub id, a local model folder, or a built-in alias ('minilm')")
+    continues: str | None = Field(
+        None, description="the run this recipe extends: its default output folder is runs/<continues>"
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     prune: PruneStage | None = None
     teacher: TeacherStage | None = None
     pretrain: PretrainStage | None = None
     finetune: FinetuneStage | None = None
     transfer: TransferStage | None = None
+    qat: QATStage | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Recipe:
@@ -253,4 +269,4 @@ class Recipe(StrictModel):
         return [(name, getattr(self, name)) for name in STAGE_ORDER if getattr(self, name) is not None]
 
 
-STAGE_ORDER: tuple[str, ...] = ("prune", "teacher", "pretrain", "finetune", "transfer")
+STAGE_ORDER: tuple[str, ...] = ("prune", "teacher", "pretrain", "finetune", "transfer", "qat")

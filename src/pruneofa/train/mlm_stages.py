@@ -88,7 +88,7 @@ def _trainer(model: nn.Module, spec: PhaseSpec, data: MLMData, stage_cfg: Any, o
 
 
 def _finish(out_dir: Path, model: nn.Module, tokenizer: Any, sparsifier: Sparsifier | None,
-            summary: dict[str, Any]) -> None:
+            summary: dict[str, Any], extra_files: dict[str, str] | None = None) -> None:
     """Save the stage's model folder (atomically, keeping the metrics and checkpoints beside it)."""
     keep = {name: (out_dir / name) for name in ("metrics.jsonl",)}
     texts = {name: path.read_text() for name, path in keep.items() if path.is_file()}
@@ -96,7 +96,7 @@ def _finish(out_dir: Path, model: nn.Module, tokenizer: Any, sparsifier: Sparsif
     parked = out_dir.with_name(f".{out_dir.name}.checkpoints")
     if checkpoints.is_dir():
         checkpoints.rename(parked)
-    extra = {**texts, "summary.json": json.dumps(summary, indent=2)}
+    extra = {**texts, **(extra_files or {}), "summary.json": json.dumps(summary, indent=2)}
     save_model(model, out_dir, tokenizer, sparsifier, extra_files=extra)
     if parked.is_dir():
         parked.rename(checkpoints)

@@ -9,6 +9,7 @@ at the end reports the drift instead of failing the stage.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 
 import torch
 
-from pruneofa.config.schema import STAGE_ORDER, FinetuneStage, Recipe, TaskConfig, TransferStage
+from pruneofa.config.schema import STAGE_ORDER, FinetuneStage, QATStage, Recipe, TaskConfig, TransferStage
 from pruneofa.data.mlm import BatchStream
 from pruneofa.distill import FrozenTeacher, kd_logits_loss
 from pruneofa.errors import PruneofaError, SparsityDriftError
@@ -115,29 +116,32 @@ class TaskTrainer(Trainer):
         terms["loss"] = self.alpha_task * terms["loss_task"] + kd.alpha_kd * terms["loss_kd"]
         return terms
 
-    @torch.no_grad()
     def evaluate(self) -> dict[str, Any]:
-        was_training = self.model.training
-        self.model.eval()
-        results: dict[str, Any] = {}
-        for split, (examples, features) in self.inputs.evals.items():
-            outputs: list[Any] = []
-            for i in range(0, len(features), self.eval_batch_size):
-                window = features[i : i + self.eval_batch_size]
-                chunk = [{k: v for k, v in f.items() if k in _MODEL_INPUTS} for f in window]
-                out = self.model(**self._to_device(self.inputs.collator(chunk)))
-                if self.inputs.is_qa:
-                    outputs += list(zip(out.start_logits.float().cpu(), out.end_logits.float().cpu(), strict=True))
-                else:
-                    outputs.append(out.logits.float().cpu())
-            if self.inputs.is_qa:
-                starts, ends = [s.numpy() for s, _ in outputs], [e.numpy() for _, e in outputs]
-                results[split] = squad_metrics(postprocess(examples, features, starts, ends), examples)
+        return evaluate_task(self.model, self.inputs, self.device, self.eval_batch_size)
+
+
+@torch.no_grad()
+def evaluate_task(model: torch.nn.Module, inputs: TaskInputs, device: torch.device, batch_size: int) -> dict[str, Any]:
+    """The task's metrics on every eval split ({split: {metric: value}}, GLUE/SQuAD scale 0-100)."""
+    was_training = model.training
+    model.eval()
+    results: dict[str, Any] = {}
+    for split, (examples, features) in inputs.evals.items():
+        outputs: list[Any] = []
+        for i in range(0, len(features), batch_size):
+            chunk = [{k: v for k, v in f.items() if k in _MODEL_INPUTS} for f in features[i : i + batch_size]]
+            out = model(**{k: v.to(device) for k, v in inputs.collator(chunk).items()})
+            if inputs.is_qa:
+                outputs += list(zip(out.start_logits.float().cpu(), out.end_logits.float().cpu(), strict=True))
             else:
-                labels = [f["labels"] for f in features]
-                results[split] = compute_metrics(self.inputs.data.spec, torch.cat(outputs), labels)
-        self.model.train(was_training)
-        return results
+                outputs.append(out.logits.float().cpu())
+        if inputs.is_qa:
+            starts, ends = [s.numpy() for s, _ in outputs], [e.numpy() for _, e in outputs]
+            results[split] = squad_metrics(postprocess(examples, features, starts, ends), examples)
+        else:
+            results[split] = compute_metrics(inputs.data.spec, torch.cat(outputs), [f["labels"] for f in features])
+    model.train(was_training)
+    return results
 
 
 def _head_for(inputs: TaskInputs) -> tuple[str, dict[str, Any]]:
@@ -169,6 +173,15 @@ def _run_task_stage(recipe: Recipe, cfg: FinetuneStage | TransferStage, out_dir:
     if unlocked:
         log.warning("lock is off (ablation): the pre-training mask is not enforced during %s", kind)
         detached = detach_masks(model)
+    evals: dict[str, Any] = {}
+    qat = isinstance(cfg, QATStage)
+    if qat:
+        from pruneofa.quant.api import QAT_FILE, freeze_observers_, observer_step_, prepare_qat_, qat_metadata
+
+        model.to(device)
+        evals["fp32_sparse"] = evaluate_task(model, inputs, device, cfg.task.eval_batch_size)
+        swapped = prepare_qat_(model, cfg.quant, sparsifier)
+        log.info("QAT: %d modules fake-quantized (%s ...)", len(swapped), swapped[0])
     teacher = None
     if transfer and cfg.teacher and cfg.distill.alpha_kd > 0:
         teacher_path = resolve_init(cfg.teacher, recipe, run_dir)
@@ -179,15 +192,20 @@ def _run_task_stage(recipe: Recipe, cfg: FinetuneStage | TransferStage, out_dir:
     metrics = MetricsLog(out_dir / "metrics.jsonl")
     if not resume:
         metrics.path.unlink(missing_ok=True)
+    # QAT evaluates only at the end: an evaluation with live observers would calibrate on the dev set
     spec = PhaseSpec(kind, cfg.steps, cfg.lr, cfg.optim, distill=getattr(cfg, "distill", None),
-                     eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every)
+                     eval_every=cfg.steps if qat else cfg.eval_every, checkpoint_every=cfg.checkpoint_every)
     stream = BatchStream(torch.arange(len(inputs.train))[:, None], cfg.optim.batch_size, recipe.seed)
     trainer = TaskTrainer(model=model, spec=spec, stream=stream, out_dir=out_dir, device=device, seed=recipe.seed,
                           metrics=metrics, stage=kind, teacher=teacher,
                           sparsifier=None if unlocked else sparsifier, inputs=inputs,
                           alpha_task=cfg.distill.alpha_task if teacher is not None else 1.0,
                           eval_batch_size=cfg.task.eval_batch_size)
-    evals = {"before": trainer.evaluate()}
+    if qat:  # freeze observers on schedule, and always before the final evaluation and export
+        trainer.on_step_end.append(
+            lambda done: observer_step_(model, cfg.quant, done) or (done == cfg.steps and freeze_observers_(model)))
+    else:
+        evals["before"] = trainer.evaluate()
     evals["after"] = trainer.run(resume)
     model.cpu()
     summary: dict[str, Any] = {"stage": kind, "init": init, "task": inputs.data.spec.to_dict(),
@@ -212,7 +230,8 @@ def _run_task_stage(recipe: Recipe, cfg: FinetuneStage | TransferStage, out_dir:
                         sum(not layer.ok for layer in report.layers), len(report.layers),
                         report.table(only_failures=True))
         atomic_write_text(out_dir / "audit.json", report.to_json())
-    _finish(out_dir, model, tokenizer, sparsifier, summary)
+    extra = {QAT_FILE: json.dumps(qat_metadata(cfg.quant, swapped), indent=2)} if qat else {}
+    _finish(out_dir, model, tokenizer, sparsifier, summary, extra)
     print_summary(kind, summary)
     return out_dir
 
@@ -227,6 +246,12 @@ def _masks_equal(model: torch.nn.Module, saved: dict[str, torch.Tensor]) -> bool
 def run_finetune(recipe: Recipe, cfg: FinetuneStage, model_in: str, out_dir: Path, resume: bool) -> Path:
     """Dense fine-tuning on the task: the teacher that sparse transfer distils from."""
     return _run_task_stage(recipe, cfg, out_dir, resume, "finetune")
+
+
+@register_stage("qat")
+def run_qat(recipe: Recipe, cfg: QATStage, model_in: str, out_dir: Path, resume: bool) -> Path:
+    """8-bit quantization-aware training of the sparse fine-tuned model, pattern locked, KD continuing."""
+    return _run_task_stage(recipe, cfg, out_dir, resume, "qat")
 
 
 @register_stage("transfer")
