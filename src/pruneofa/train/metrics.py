@@ -15,6 +15,14 @@ class MetricsLog:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
+    @classmethod
+    def for_stage(cls, out_dir: Path, resume: bool) -> MetricsLog:
+        """A stage's `metrics.jsonl`: kept when resuming (lines past the checkpoint are dropped later), else new."""
+        log = cls(out_dir / "metrics.jsonl")
+        if not resume:
+            log.path.unlink(missing_ok=True)
+        return log
+
     def write(self, record: dict[str, Any]) -> None:
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
         with self.path.open("a", encoding="utf-8") as handle:

@@ -112,10 +112,7 @@ def run_teacher(recipe: Recipe, cfg: TeacherStage, model_in: str, out_dir: Path,
     head_missing = [k for k in info.get("missing_keys", []) if not k.startswith(model.base_model_prefix + ".")]
     model.to(device)
     data = prepare_mlm_data(cfg.data, tokenizer, recipe.seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = MetricsLog(out_dir / "metrics.jsonl")
-    if not resume:
-        metrics.path.unlink(missing_ok=True)
+    metrics = MetricsLog.for_stage(out_dir, resume)
     evals = {"before": evaluate_mlm(model, data.eval_batches, device)}
     if head_missing and cfg.head_warmup_steps:
         log.info("the checkpoint has no MLM head (%d weights new): warming it up on the frozen encoder",
@@ -155,10 +152,7 @@ def run_pretrain(recipe: Recipe, cfg: PretrainStage, model_in: str, out_dir: Pat
     teacher = FrozenTeacher(dense).to(device)
     sparsifier = Sparsifier(student, cfg.masks)
     data = prepare_mlm_data(cfg.data, tokenizer, recipe.seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = MetricsLog(out_dir / "metrics.jsonl")
-    if not resume:
-        metrics.path.unlink(missing_ok=True)
+    metrics = MetricsLog.for_stage(out_dir, resume)
     schedule = GMPSchedule.from_config(cfg.schedule)
     evals = {"teacher": evaluate_mlm(teacher.model, data.eval_batches, device)}
     spec = PhaseSpec("pretrain", cfg.steps, cfg.lr, cfg.optim, distill=cfg.distill, schedule=schedule,

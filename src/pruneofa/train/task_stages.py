@@ -188,10 +188,7 @@ def _run_task_stage(recipe: Recipe, cfg: FinetuneStage | TransferStage, out_dir:
         teacher_model, _, _ = load_model(teacher_path, head=head, **head_kwargs)
         teacher = FrozenTeacher(teacher_model).to(device)
     model.to(device)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = MetricsLog(out_dir / "metrics.jsonl")
-    if not resume:
-        metrics.path.unlink(missing_ok=True)
+    metrics = MetricsLog.for_stage(out_dir, resume)
     # QAT evaluates only at the end: an evaluation with live observers would calibrate on the dev set
     spec = PhaseSpec(kind, cfg.steps, cfg.lr, cfg.optim, distill=getattr(cfg, "distill", None),
                      eval_every=cfg.steps if qat else cfg.eval_every, checkpoint_every=cfg.checkpoint_every)
