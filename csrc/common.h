@@ -1,0 +1,77 @@
+// Shared types of the sparse CPU kernels. Kept free of std templates on purpose: this header is
+// included by translation units compiled with different -m flags, and an inline std function
+// instantiated in an AVX-512 unit could be picked by the linker for every caller (ODR), which would
+// crash on CPUs without AVX-512.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace pruneofa {
+
+enum Isa : int { ISA_AUTO = 0, ISA_PORTABLE = 1, ISA_AVX2 = 2, ISA_AVX512 = 3 };
+
+// Activations live in token tiles of kTok tokens: int8 path [T/16][K/4][16][4] uint8 (one 64-byte
+// line holds 4 consecutive K for 16 tokens, i.e. one vpdpbusd operand), fp32 path [T/16][K][16].
+// Tiling by tokens keeps consecutive K-quads adjacent: the untiled [K/4][T][4] layout puts them
+// 4 KiB apart at T=1024 and cache-set conflicts halved the speed (KERNEL-NOTES).
+constexpr int kTok = 16;
+
+// One 1x4 block of a weight row: 4 int8 weights (little-endian, k = 4q..4q+3) and the byte offset
+// q*64 of that K-quad inside an activation tile, so the inner loop needs no multiply.
+struct Block {
+  int32_t w;
+  uint32_t off;
+};
+
+// One fp32 non-zero: the weight and the float offset k*16 inside an fp32 activation tile.
+struct F32Nz {
+  float w;
+  uint32_t off;
+};
+
+struct Int8Args {
+  const Block* blocks;
+  const int64_t* row_ptr;   // CSR over output rows
+  const int64_t* half_ptr;  // per row: end of its full blocks, end of its even-only blocks
+  const uint8_t* x;        // tiled activations
+  int64_t tile_bytes;      // K4 * 64
+  int ntiles;
+  int T;
+  int32_t* out_i32;  // raw accumulators [N, ldo] (when not null) ...
+  float* out_f32;    // ... else dequantized fscale[n] * (acc - corr[n]) + bias[n]
+  int64_t ldo;
+  const float* fscale;
+  const int32_t* corr;
+  const float* bias;
+};
+
+struct F32Args {
+  const F32Nz* nz;
+  const int64_t* row_ptr;
+  const float* x;
+  int64_t tile_floats;  // K * 16
+  int ntiles;
+  int T;
+  float* out;
+  int64_t ldo;
+  const float* bias;  // may be null
+};
+
+// The per-ISA entry points; each works on output rows [r0, r1) for all token tiles, so threads
+// split rows and every thread streams only its own weights.
+struct IsaOps {
+  const char* name;
+  void (*int8_rows)(const Int8Args&, int r0, int r1);
+  void (*f32_rows)(const F32Args&, int r0, int r1);
+  // min and max over a contiguous float range (NaN-free input assumed)
+  void (*minmax)(const float* x, int64_t n, float* mn, float* mx);
+  // Quantize rows [4*q0, 4*q1) of feature-major x [K, ldx] (T tokens used) into the tiled layout.
+  void (*quantize)(const float* x, int64_t ldx, int K, int T, float inv_scale, int zp, uint8_t* out,
+                   int q0, int q1);
+};
+
+const IsaOps* ops_portable();
+const IsaOps* ops_avx2();    // null when not compiled in
+const IsaOps* ops_avx512();  // null when not compiled in
+
+}  // namespace pruneofa

@@ -1,0 +1,163 @@
+// Kernel bodies shared by every ISA. Included inside an anonymous namespace of each ISA translation
+// unit after that unit defines two traits classes:
+//   I8:  Acc, W, R (token tiles per register block), zero(), bcast(int32 packed weights),
+//        step(Acc&, const uint8_t* 64 bytes, const W&), and the same for blocks whose odd (w1, w3)
+//        or even (w0, w2) weights are zero: WE/bcast_even/step_even, WO/bcast_odd/step_odd
+//        (an ISA without a cheaper half step aliases them to the full one), store_i32(int32_t* 16, Acc),
+//        store_f32(float* 16, Acc, scale, corr, bias)
+//   F32: Acc, W, R, zero(), bcast(float), step(Acc&, const float* 16, const W&), store(float* 16, Acc, bias)
+// One body for all ISAs means the portable and AVX2 paths, which this machine can run, exercise
+// the same loop structure, edge handling and stores as the AVX-512 path.
+#pragma once
+
+// Every loop over the R register tiles is fully unrolled: if one of them (the stores) stays a loop,
+// GCC keeps the accumulator array in memory and adds a stack store per vpmaddwd/vpdpbusd.
+#if defined(__clang__)
+#define PRUNEOFA_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#define PRUNEOFA_UNROLL _Pragma("GCC unroll 16")
+#else
+#define PRUNEOFA_UNROLL
+#endif
+
+// Register block: one output row times R token tiles. The weight block is broadcast once and feeds
+// R accumulators, so each weight load is amortised over R*16 tokens.
+template <class Tr, int R>
+void int8_block(const Int8Args& a, int r0, int r1, int tile0) {
+  const uint8_t* xb = a.x + tile0 * a.tile_bytes;
+  for (int n = r0; n < r1; ++n) {
+    typename Tr::Acc acc[R];
+    PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) acc[r] = Tr::zero();
+    // A row's blocks come as three runs: full, even-only, odd-only (see pack_int8).
+    const Block* b = a.blocks + a.row_ptr[n];
+    const Block* e_full = a.blocks + a.half_ptr[2 * n];
+    const Block* e_even = a.blocks + a.half_ptr[2 * n + 1];
+    const Block* e = a.blocks + a.row_ptr[n + 1];
+    for (; b < e_full; ++b) {
+      const typename Tr::W w = Tr::bcast(b->w);
+      const uint8_t* p = xb + b->off;
+      PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) Tr::step(acc[r], p + r * a.tile_bytes, w);
+    }
+    for (; b < e_even; ++b) {
+      const typename Tr::WE w = Tr::bcast_even(b->w);
+      const uint8_t* p = xb + b->off;
+      PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) Tr::step_even(acc[r], p + r * a.tile_bytes, w);
+    }
+    for (; b < e; ++b) {
+      const typename Tr::WO w = Tr::bcast_odd(b->w);
+      const uint8_t* p = xb + b->off;
+      PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) Tr::step_odd(acc[r], p + r * a.tile_bytes, w);
+    }
+    PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) {
+      const int t = (tile0 + r) * kTok;
+      const int valid = a.T - t < kTok ? a.T - t : kTok;
+      if (a.out_i32) {
+        int32_t* dst = a.out_i32 + n * a.ldo + t;
+        if (valid == kTok) {
+          Tr::store_i32(dst, acc[r]);
+        } else {  // ragged last tile: go through a buffer, never write past T
+          int32_t tmp[kTok];
+          Tr::store_i32(tmp, acc[r]);
+          for (int i = 0; i < valid; ++i) dst[i] = tmp[i];
+        }
+      } else {
+        float* dst = a.out_f32 + n * a.ldo + t;
+        const float bias = a.bias ? a.bias[n] : 0.0f;
+        if (valid == kTok) {
+          Tr::store_f32(dst, acc[r], a.fscale[n], a.corr[n], bias);
+        } else {
+          float tmp[kTok];
+          Tr::store_f32(tmp, acc[r], a.fscale[n], a.corr[n], bias);
+          for (int i = 0; i < valid; ++i) dst[i] = tmp[i];
+        }
+      }
+    }
+  }
+}
+
+// Remaining tiles (fewer than Tr::R) get a register block of exactly their count.
+template <class Tr, int R>
+void int8_tail(const Int8Args& a, int r0, int r1, int tile0, int rem) {
+  if constexpr (R > 0) {
+    if (rem == R) {
+      int8_block<Tr, R>(a, r0, r1, tile0);
+    } else {
+      int8_tail<Tr, R - 1>(a, r0, r1, tile0, rem);
+    }
+  }
+}
+
+template <class Tr>
+void int8_rows_impl(const Int8Args& a, int r0, int r1) {
+  int t = 0;
+  for (; t + Tr::R <= a.ntiles; t += Tr::R) int8_block<Tr, Tr::R>(a, r0, r1, t);
+  if (t < a.ntiles) int8_tail<Tr, Tr::R - 1>(a, r0, r1, t, a.ntiles - t);
+}
+
+template <class Tr, int R>
+void f32_block(const F32Args& a, int r0, int r1, int tile0) {
+  const float* xb = a.x + tile0 * a.tile_floats;
+  for (int n = r0; n < r1; ++n) {
+    typename Tr::Acc acc[R];
+    PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) acc[r] = Tr::zero();
+    const F32Nz* b = a.nz + a.row_ptr[n];
+    const F32Nz* e = a.nz + a.row_ptr[n + 1];
+    for (; b < e; ++b) {
+      const typename Tr::W w = Tr::bcast(b->w);
+      const float* p = xb + b->off;
+      PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) Tr::step(acc[r], p + r * a.tile_floats, w);
+    }
+    const float bias = a.bias ? a.bias[n] : 0.0f;
+    PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) {
+      const int t = (tile0 + r) * kTok;
+      const int valid = a.T - t < kTok ? a.T - t : kTok;
+      float* dst = a.out + n * a.ldo + t;
+      if (valid == kTok) {
+        Tr::store(dst, acc[r], bias);
+      } else {
+        float tmp[kTok];
+        Tr::store(tmp, acc[r], bias);
+        for (int i = 0; i < valid; ++i) dst[i] = tmp[i];
+      }
+    }
+  }
+}
+
+template <class Tr, int R>
+void f32_tail(const F32Args& a, int r0, int r1, int tile0, int rem) {
+  if constexpr (R > 0) {
+    if (rem == R) {
+      f32_block<Tr, R>(a, r0, r1, tile0);
+    } else {
+      f32_tail<Tr, R - 1>(a, r0, r1, tile0, rem);
+    }
+  }
+}
+
+template <class Tr>
+void f32_rows_impl(const F32Args& a, int r0, int r1) {
+  int t = 0;
+  for (; t + Tr::R <= a.ntiles; t += Tr::R) f32_block<Tr, Tr::R>(a, r0, r1, t);
+  if (t < a.ntiles) f32_tail<Tr, Tr::R - 1>(a, r0, r1, t, a.ntiles - t);
+}
+
+// Scalar quantizer shared by the ISA units for their leftovers; rint() of x*inv_scale rounds half
+// to even like ONNX Runtime's QuantizeLinear and like the SIMD conversions below.
+inline uint8_t quant_one(float v, float inv_scale, int zp) {
+  float q = __builtin_rintf(v * inv_scale) + (float)zp;
+  q = q < 0.0f ? 0.0f : (q > 255.0f ? 255.0f : q);
+  return (uint8_t)q;
+}
+
+// Scalar quantize of tokens [t0, t1) of K-quad q into every tile; zero past K and past T.
+inline void quant_scalar(const float* x, int64_t ldx, int K, int T, float inv_scale, int zp, uint8_t* out,
+                         int q, int t0, int t1) {
+  const int K4 = (K + 3) / 4;
+  for (int t = t0; t < t1; ++t) {
+    uint8_t* dst = out + (int64_t)(t / kTok) * K4 * 64 + (int64_t)q * 64 + (t % kTok) * 4;
+    for (int j = 0; j < 4; ++j) {
+      const int k = 4 * q + j;
+      dst[j] = (k < K && t < T) ? quant_one(x[(int64_t)k * ldx + t], inv_scale, zp) : 0;
+    }
+  }
+}

@@ -1,0 +1,171 @@
+// Python bindings (nanobind). Arrays in and out are NumPy; the heavy calls release the GIL.
+// The friendly API with validation and docs lives in pruneofa/runtime/kernels.py.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include "runtime.h"
+
+namespace nb = nanobind;
+using namespace pruneofa;
+
+template <class T>
+using In2 = nb::ndarray<const T, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
+template <class T>
+using In1 = nb::ndarray<const T, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+template <class T>
+using Out2 = nb::ndarray<T, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
+
+template <class T>
+static nb::ndarray<nb::numpy, T> new_array(std::initializer_list<size_t> shape) {
+  size_t n = 1;
+  for (size_t s : shape) n *= s;
+  T* data = new T[n == 0 ? 1 : n];
+  nb::capsule owner(data, [](void* p) noexcept { delete[] static_cast<T*>(p); });
+  return nb::ndarray<nb::numpy, T>(data, shape.size(), shape.begin(), owner);
+}
+
+// Output either allocated here or checked and reused (lets a runtime keep per-layer buffers).
+template <class T>
+static T* out_ptr(std::optional<Out2<T>>& out, nb::ndarray<nb::numpy, T>& fresh, size_t N, size_t Tn) {
+  if (out) {
+    if (out->shape(0) != N || out->shape(1) != Tn)
+      throw std::invalid_argument("out has shape (" + std::to_string(out->shape(0)) + ", " +
+                                  std::to_string(out->shape(1)) + "), expected (" + std::to_string(N) + ", " +
+                                  std::to_string(Tn) + ")");
+    return out->data();
+  }
+  fresh = new_array<T>({N, Tn});
+  return fresh.data();
+}
+
+static void check_k(size_t got, int K, const char* what) {
+  if ((int)got != K)
+    throw std::invalid_argument(std::string(what) + " has K=" + std::to_string(got) + " rows, weights expect K=" +
+                                std::to_string(K) + " (activations are feature-major [K, T])");
+}
+
+static void check_tiled(size_t got, int K, int T) {
+  if ((int64_t)got != int8_tiled_bytes(K, T))
+    throw std::invalid_argument("tiled activations have " + std::to_string(got) + " bytes, expected " +
+                                std::to_string(int8_tiled_bytes(K, T)) + " for K=" + std::to_string(K) +
+                                ", T=" + std::to_string(T));
+}
+
+NB_MODULE(_kernels, m) {
+  m.def("cpu_has", &cpu_has);
+  m.def("compiled_avx2", &compiled_avx2);
+  m.def("compiled_avx512", &compiled_avx512);
+  m.def("isa_name", [](int isa) { return std::string(select_isa(isa)->name); });
+  m.def("set_num_threads", &set_num_threads);
+  m.def("get_num_threads", &get_num_threads);
+
+  m.def("quantize", [](In2<float> x, int isa) {
+    const IsaOps* ops = select_isa(isa);
+    const int K = (int)x.shape(0), T = (int)x.shape(1);
+    auto out = new_array<uint8_t>({(size_t)int8_tiled_bytes(K, T)});
+    float scale;
+    int zp;
+    {
+      nb::gil_scoped_release r;
+      quant_params(ops, x.data(), (int64_t)K * T, &scale, &zp);
+      quantize_tiled(ops, x.data(), K, T, scale, zp, out.data());
+    }
+    return nb::make_tuple(out, scale, zp);
+  });
+  m.def("tile_u8", [](In2<uint8_t> xq) {
+    const int K = (int)xq.shape(0), T = (int)xq.shape(1);
+    auto out = new_array<uint8_t>({(size_t)int8_tiled_bytes(K, T)});
+    tile_u8(xq.data(), K, T, out.data());
+    return out;
+  });
+
+  nb::class_<Int8Packed>(m, "Int8Matrix")
+      .def("__init__",
+           [](Int8Packed* self, In2<int8_t> w, In1<float> scales, std::optional<In1<float>> bias) {
+             const int N = (int)w.shape(0), K = (int)w.shape(1);
+             if ((int)scales.shape(0) != N) throw std::invalid_argument("scales must have N entries");
+             if (bias && (int)bias->shape(0) != N) throw std::invalid_argument("bias must have N entries");
+             new (self) Int8Packed(pack_int8(w.data(), N, K, scales.data(), bias ? bias->data() : nullptr));
+           })
+      .def_ro("N", &Int8Packed::N)
+      .def_ro("K", &Int8Packed::K)
+      .def_ro("nnz", &Int8Packed::nnz)
+      .def_prop_ro("nblocks", [](const Int8Packed& p) { return (int64_t)p.blocks.size(); })
+      .def("matmul",
+           [](const Int8Packed& p, In1<uint8_t> xt, int T, float x_scale, int zp, int isa,
+              std::optional<Out2<float>> out) {
+             const IsaOps* ops = select_isa(isa);
+             check_tiled(xt.shape(0), p.K, T);
+             nb::ndarray<nb::numpy, float> fresh;
+             float* y = out_ptr(out, fresh, p.N, T);
+             {
+               nb::gil_scoped_release r;
+               int8_matmul(ops, p, xt.data(), T, x_scale, zp, nullptr, y);
+             }
+             return out ? nb::cast(*out) : nb::cast(fresh);
+           })
+      .def("matmul_int32",
+           [](const Int8Packed& p, In1<uint8_t> xt, int T, int isa) {
+             const IsaOps* ops = select_isa(isa);
+             check_tiled(xt.shape(0), p.K, T);
+             auto y = new_array<int32_t>({(size_t)p.N, (size_t)T});
+             {
+               nb::gil_scoped_release r;
+               int8_matmul(ops, p, xt.data(), T, 1.0f, 0, y.data(), nullptr);
+             }
+             return y;
+           })
+      .def("forward", [](const Int8Packed& p, In2<float> x, int isa, std::optional<Out2<float>> out) {
+        // Quantize + tile + matmul in one call; the tiled buffer is a per-thread scratch reused
+        // across calls so steady-state inference does no large allocation.
+        const IsaOps* ops = select_isa(isa);
+        check_k(x.shape(0), p.K, "x");
+        const int T = (int)x.shape(1);
+        nb::ndarray<nb::numpy, float> fresh;
+        float* y = out_ptr(out, fresh, p.N, T);
+        {
+          nb::gil_scoped_release r;
+          thread_local std::vector<uint8_t> scratch;
+          scratch.resize((size_t)int8_tiled_bytes(p.K, T));
+          float scale;
+          int zp;
+          quant_params(ops, x.data(), (int64_t)p.K * T, &scale, &zp);
+          quantize_tiled(ops, x.data(), p.K, T, scale, zp, scratch.data());
+          int8_matmul(ops, p, scratch.data(), T, scale, zp, nullptr, y);
+        }
+        return out ? nb::cast(*out) : nb::cast(fresh);
+      });
+
+  nb::class_<F32Packed>(m, "F32Matrix")
+      .def("__init__",
+           [](F32Packed* self, In2<float> w, std::optional<In1<float>> bias) {
+             const int N = (int)w.shape(0), K = (int)w.shape(1);
+             if (bias && (int)bias->shape(0) != N) throw std::invalid_argument("bias must have N entries");
+             new (self) F32Packed(pack_f32(w.data(), N, K, bias ? bias->data() : nullptr));
+           })
+      .def_ro("N", &F32Packed::N)
+      .def_ro("K", &F32Packed::K)
+      .def_prop_ro("nnz", [](const F32Packed& p) { return (int64_t)p.nz.size(); })
+      .def("forward", [](const F32Packed& p, In2<float> x, int isa, std::optional<Out2<float>> out) {
+        const IsaOps* ops = select_isa(isa);
+        check_k(x.shape(0), p.K, "x");
+        const int T = (int)x.shape(1);
+        nb::ndarray<nb::numpy, float> fresh;
+        float* y = out_ptr(out, fresh, p.N, T);
+        {
+          nb::gil_scoped_release r;
+          thread_local std::vector<float> scratch;
+          scratch.resize((size_t)f32_tiled_floats(p.K, T));
+          tile_f32(x.data(), p.K, T, scratch.data());
+          f32_matmul(ops, p, scratch.data(), T, y);
+        }
+        return out ? nb::cast(*out) : nb::cast(fresh);
+      });
+}

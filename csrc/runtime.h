@@ -1,0 +1,59 @@
+// Packing, dispatch and threading around the per-ISA kernels (compiled with baseline flags).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "common.h"
+
+namespace pruneofa {
+
+// Weights packed once at load: CSR over output rows of non-zero 1x4 blocks along K. Rows keep their
+// order so results are written in place; threads get contiguous row ranges of equal block count.
+struct Int8Packed {
+  int N = 0, K = 0, K4 = 0;
+  int64_t nnz = 0;  // non-zero int8 weights (before padding to blocks)
+  std::vector<int64_t> row_ptr;
+  std::vector<int64_t> half_ptr;  // [2N]: each row's blocks are full, then even-only, then odd-only
+  std::vector<Block> blocks;
+  std::vector<int32_t> rowsum;  // sum of each row's weights, for the activation zero-point correction
+  std::vector<float> wscale, bias;
+};
+
+struct F32Packed {
+  int N = 0, K = 0;
+  std::vector<int64_t> row_ptr;
+  std::vector<F32Nz> nz;
+  std::vector<float> bias;
+};
+
+// w: row-major [N, K]; bias may be null.
+Int8Packed pack_int8(const int8_t* w, int N, int K, const float* scales, const float* bias);
+F32Packed pack_f32(const float* w, int N, int K, const float* bias);
+
+// Resolve an Isa request; throws std::runtime_error naming the missing CPU feature.
+const IsaOps* select_isa(int isa);
+bool cpu_has(const char* feature);
+bool compiled_avx2();
+bool compiled_avx512();
+
+void set_num_threads(int n);
+int get_num_threads();
+
+inline int64_t int8_tiled_bytes(int K, int T) { return (int64_t)((T + kTok - 1) / kTok) * ((K + 3) / 4) * 64; }
+inline int64_t f32_tiled_floats(int K, int T) { return (int64_t)((T + kTok - 1) / kTok) * K * kTok; }
+
+// ONNX Runtime's DynamicQuantizeLinear parameters: range widened to include 0, uint8 with zero point.
+void quant_params(const IsaOps* ops, const float* x, int64_t n, float* scale, int* zp);
+// x: feature-major [K, T] contiguous; out: int8_tiled_bytes(K, T).
+void quantize_tiled(const IsaOps* ops, const float* x, int K, int T, float scale, int zp, uint8_t* out);
+// xq: pre-quantized feature-major uint8 [K, T].
+void tile_u8(const uint8_t* xq, int K, int T, uint8_t* out);
+void tile_f32(const float* x, int K, int T, float* out);
+
+// out_i32 [N, T] raw accumulators (sum_k a_u8 * w_s8) when non-null, else out_f32 [N, T] =
+// wscale * x_scale * (acc - zp * rowsum) + bias.
+void int8_matmul(const IsaOps* ops, const Int8Packed& w, const uint8_t* xt, int T, float x_scale, int zp,
+                 int32_t* out_i32, float* out_f32);
+void f32_matmul(const IsaOps* ops, const F32Packed& w, const float* xt, int T, float* out);
+
+}  // namespace pruneofa
