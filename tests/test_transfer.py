@@ -8,11 +8,11 @@ import random
 
 import pytest
 import torch
+from tests.conftest import write_tiny_corpus, write_tiny_model
 
 from pruneofa.config import parse_recipe
 from pruneofa.modeling import audit_folder, read_masks
 from pruneofa.train.pipeline import run_recipe, run_stage
-from tests.conftest import write_tiny_corpus, write_tiny_model
 
 _COLOURS = ["red", "blue", "green"]
 

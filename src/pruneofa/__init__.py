@@ -1,27 +1,38 @@
-"""pruneofa: Prune Once for All — sparse pre-trained Transformers, carried to a small, fast model."""
+"""pruneofa: Prune Once for All — sparse pre-trained Transformers, carried to a small, fast model.
 
-from pruneofa.config import Recipe, load_recipe
-from pruneofa.errors import PruneofaError, SparsityDriftError
-from pruneofa.masks import apply_masks_, attach_mask, masked_modules
-from pruneofa.modeling import audit_folder, load_model, save_model
-from pruneofa.pruning.schedule import GMPSchedule, lr_at
-from pruneofa.pruning.sparsifier import Sparsifier
+Names are imported lazily, so that `pruneofa.runtime` (the deployment side: numpy, tokenizers and the
+compiled kernels) can be used on a machine without torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "GMPSchedule",
-    "PruneofaError",
-    "Recipe",
-    "Sparsifier",
-    "SparsityDriftError",
-    "__version__",
-    "apply_masks_",
-    "attach_mask",
-    "audit_folder",
-    "load_model",
-    "load_recipe",
-    "lr_at",
-    "masked_modules",
-    "save_model",
-]
+_EXPORTS = {
+    "GMPSchedule": "pruneofa.pruning.schedule",
+    "lr_at": "pruneofa.pruning.schedule",
+    "PruneofaError": "pruneofa.errors",
+    "SparsityDriftError": "pruneofa.errors",
+    "Recipe": "pruneofa.config",
+    "load_recipe": "pruneofa.config",
+    "Sparsifier": "pruneofa.pruning.sparsifier",
+    "apply_masks_": "pruneofa.masks",
+    "attach_mask": "pruneofa.masks",
+    "masked_modules": "pruneofa.masks",
+    "audit_folder": "pruneofa.modeling",
+    "load_model": "pruneofa.modeling",
+    "save_model": "pruneofa.modeling",
+    "load": "pruneofa.export",
+    "export_model": "pruneofa.export",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'pruneofa' has no attribute {name!r}")

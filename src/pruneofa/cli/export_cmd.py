@@ -1,0 +1,107 @@
+"""`pruneofa export RUN_OR_MODEL --out DIR`: write the compact, checksummed deployment artifact."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from pruneofa.errors import PruneofaError
+
+# Stage folders of a run, most-finished first: the artifact is made from the last one that exists.
+STAGE_PREFERENCE = ("qat", "transfer", "pretrain", "prune")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="pack a pruned (QAT) model into a small int8 artifact (+ optional ONNX)",
+        description=(
+            "Export a pruned model as a versioned artifact folder: manifest.json (format version, "
+            "architecture, per-layer pattern, sparsity, scales and zero points, tokenizer and task head, "
+            "sha256 of every file), tensors.safetensors (packed int8 non-zeros + sparse index + scales for "
+            "each pruned Linear, int8 embeddings, the rest in float16 or float32), config.json and the "
+            "tokenizer files. A QAT model is exported with its own frozen scales; a plain masked model is "
+            "quantized post-training (weight scale = max|w|/127 per output channel, no activation "
+            "quantization). Load it back with pruneofa.load(DIR); check its size with `pruneofa size DIR`."
+        ),
+    )
+    p.add_argument(
+        "source", metavar="RUN_OR_MODEL",
+        help="a pruneofa model folder (with pruneofa_sparsity.json) or a run folder, whose last finished "
+        f"stage is used ({' > '.join(STAGE_PREFERENCE)})",
+    )
+    p.add_argument("--out", type=Path, required=True, help="artifact folder to write (replaced atomically)")
+    p.add_argument(
+        "--dense-dtype", choices=["float16", "float32"], default="float16",
+        help="dtype of the tensors that stay dense (LayerNorm, biases, heads); float32 = bit-exact outputs",
+    )
+    p.add_argument(
+        "--index-codec", choices=["auto", "raw", "zlib", "lzma"], default="auto",
+        help="coding of the sparse index: 'auto' stores the smallest of raw/zlib/lzma per layer",
+    )
+    p.add_argument(
+        "--onnx", action="store_true",
+        help="also write DIR/model.onnx (QDQ int8, static shapes) and check it in ONNX Runtime; the ONNX file "
+        "is an extra, not listed in the manifest",
+    )
+    p.add_argument("--seq-len", type=int, default=128, help="static sequence length of the ONNX graph")
+    p.add_argument("--batch", type=int, default=1, help="static batch size of the ONNX graph")
+    p.set_defaults(func=_run)
+
+
+def resolve_model_folder(source: str | Path) -> Path:
+    """A model folder as given, or a run folder's most-finished stage folder."""
+    from pruneofa.modeling import SPARSITY_FILE
+
+    path = Path(source)
+    if not path.is_dir():
+        raise PruneofaError(f"'{path}' is not a folder")
+    if (path / SPARSITY_FILE).is_file():
+        return path
+    for stage in STAGE_PREFERENCE:
+        if (path / stage / SPARSITY_FILE).is_file():
+            return path / stage
+    raise PruneofaError(
+        f"'{path}' is neither a pruneofa model folder (no {SPARSITY_FILE}) nor a run folder with a stage "
+        f"folder ({', '.join(STAGE_PREFERENCE)})"
+    )
+
+
+def _tokenizer(folder: Path) -> Any:
+    """The source folder's tokenizer (copied into the artifact), or None if it has none."""
+    if not any((folder / n).is_file() for n in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError) as exc:
+        raise PruneofaError(f"cannot load the tokenizer in '{folder}': {exc}") from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pruneofa.export import export_model
+    from pruneofa.export.size import format_report, size_report
+    from pruneofa.modeling import load_model
+    from pruneofa.quant.api import QAT_FILE, load_qat_model
+
+    folder = resolve_model_folder(args.source)
+    if (folder / QAT_FILE).is_file():
+        model, sparsifier, _ = load_qat_model(folder)
+    else:
+        model, sparsifier, _ = load_model(str(folder))
+    if sparsifier is None:
+        raise PruneofaError(f"'{folder}' has no masks: export expects a pruned model")
+    sparsifier.check(f"export of {folder}")
+    export_model(model, args.out, tokenizer=_tokenizer(folder), sparsifier_metadata=sparsifier.metadata(),
+                 dense_dtype=args.dense_dtype, index_codec=args.index_codec)
+    print(f"exported {folder} -> {args.out}")
+    print(format_report(size_report(args.out)))
+    if args.onnx:
+        from pruneofa.export.onnx import export_onnx
+
+        report = export_onnx(args.out, args.out / "model.onnx", seq_len=args.seq_len, batch=args.batch)
+        print(f"ONNX: {report['path']} ({report['bytes']:,} bytes); ONNX Runtime vs PyTorch max |diff| "
+              f"{report['ort_max_abs_diff']:.3g} (outputs up to {report['ref_max_abs']:.3g})")
+    return 0
