@@ -102,6 +102,10 @@ class Sparsifier:
         """Audit and raise `SparsityDriftError` (with the per-layer table) if any layer drifted."""
         return self.audit(where).raise_if_drifted()
 
+    def masks(self) -> dict[str, torch.Tensor]:
+        """Every mask by layer name (the live buffers, not copies)."""
+        return {layer.name: get_mask(layer.module, layer.param_name) for layer in self.layers}
+
     @property
     def sparsity(self) -> float:
         numel = sum(getattr(layer.module, layer.param_name).numel() for layer in self.layers)

@@ -25,6 +25,7 @@ from pruneofa.distill import FrozenTeacher, hidden_state_loss, kd_logits_loss
 from pruneofa.pruning.schedule import GMPSchedule, lr_at
 from pruneofa.pruning.sparsifier import Sparsifier
 from pruneofa.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from pruneofa.train.distributed import current
 from pruneofa.train.metrics import MetricsLog
 
 log = logging.getLogger(__name__)
@@ -71,12 +72,12 @@ def decode_only(model: nn.Module, chosen: torch.Tensor) -> Iterator[None]:
 
 
 def masked_lm_logits(
-    model: nn.Module, input_ids: torch.Tensor, labels: torch.Tensor
+    model: nn.Module, input_ids: torch.Tensor, labels: torch.Tensor, forward: nn.Module | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and labels at the masked positions only."""
+    """Logits and labels at the masked positions only (`forward`: the module to call, e.g. DDP-wrapped)."""
     chosen = labels != IGNORE_INDEX
     with decode_only(model, chosen):
-        logits = model(input_ids=input_ids).logits
+        logits = (forward or model)(input_ids=input_ids).logits
     if logits.dim() == 3:  # no decoder found to hook: full logits, select here
         logits = logits[chosen]
     return logits, labels[chosen]
@@ -121,6 +122,8 @@ class Trainer:
     on_step_end: list[Callable[[int], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.dist = current()
+        self.forward = self.dist.wrap(self.model)  # what the step calls; `self.model` stays unwrapped
         self.optimizer = make_optimizer(self.params or self.model.parameters(), self.spec.optim)
         if self.sparsifier is not None:
             self.sparsifier.bind_optimizer(self.optimizer)
@@ -146,13 +149,15 @@ class Trainer:
         updated = bool(spec.schedule and spec.schedule.is_update_step(step))
         if updated:
             self.sparsifier.prune_to(spec.schedule.sparsity_at(step))
+            self.dist.check_same_masks(self.sparsifier.masks(), f"{spec.name} step {step}")
         lr = lr_at(step, spec.lr, spec.steps, self.updates)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         totals: dict[str, float] = {}
         for micro in range(accum):
-            terms = self.losses(self.next_batch(step, micro))
-            (terms["loss"] / accum).backward()
+            with self.dist.no_sync(self.forward, sync=micro == accum - 1):
+                terms = self.losses(self.next_batch(step, micro))
+                (terms["loss"] / accum).backward()
             for key, value in terms.items():
                 totals[key] = totals.get(key, 0.0) + float(value.detach()) / accum
         if spec.optim.grad_clip:
@@ -176,20 +181,23 @@ class Trainer:
             self.metrics.truncate_after(self.spec.name, start)
             log.info("%s: resumed at step %d from %s", self.spec.name, start, self.checkpoint_dir)
         self.model.train()
+        main = self.dist.is_main
         bar = tqdm(range(start, self.spec.steps), desc=self.spec.name, initial=start, total=self.spec.steps,
-                   dynamic_ncols=True, mininterval=2.0)
+                   dynamic_ncols=True, mininterval=2.0, disable=not main)
         for step in bar:
             began = time.perf_counter()
             record = self.train_step(step)
             record["step_time"] = time.perf_counter() - began
-            self.metrics.write({"stage": self.stage, "phase": self.spec.name, "step": step + 1, **record})
+            if main:
+                self.metrics.write({"stage": self.stage, "phase": self.spec.name, "step": step + 1, **record})
             bar.set_postfix(loss=f"{record['loss']:.3f}", sparsity=f"{record['sparsity']:.3f}",
                             lr=f"{record['lr']:.2e}", refresh=False)
             done = step + 1
             if done % self.spec.eval_every == 0 or done == self.spec.steps:
                 result = self.evaluate()
-                self.metrics.write({"stage": self.stage, "phase": "eval", "of": self.spec.name, "step": done,
-                                    "eval": result})
+                if main:
+                        self.metrics.write({"stage": self.stage, "phase": "eval", "of": self.spec.name, "step": done,
+                                        "eval": result})
                 shown = ", ".join(f"{k} {v:.4g}" for k, v in flatten_metrics(result).items())
                 bar.write(f"{self.spec.name} step {done}: {shown}")
             if done % self.spec.checkpoint_every == 0 or done == self.spec.steps:
@@ -203,7 +211,9 @@ class Trainer:
         state: dict[str, Any] = {"step": step, "stream": self.stream.state_dict(), "phase": self.spec.name}
         if self.sparsifier is not None:
             state["targets"] = {n: [t.sparsity, t.zeros] for n, t in self.sparsifier.targets.items()}
-        save_checkpoint(self.checkpoint_dir, self.model, self.optimizer, state)
+        if self.dist.is_main:
+            save_checkpoint(self.checkpoint_dir, self.model, self.optimizer, state)
+        self.dist.barrier()
 
 
 def flatten_metrics(result: dict[str, Any], prefix: str = "") -> dict[str, float]:
@@ -225,19 +235,20 @@ class MLMTrainer(Trainer):
     eval_batches: list[MaskedBatch] = field(default_factory=list)
 
     def next_batch(self, step: int, micro: int) -> MaskedBatch:
-        ids = next(self.stream)
+        ids = next(self.stream)  # the global batch: every rank draws and masks it, then keeps its rows
         accum = self.spec.optim.grad_accum_steps
         batch = self.masker(ids, masking_generator(self.seed, step * accum + micro))
-        return MaskedBatch(batch.input_ids.to(self.device), batch.labels.to(self.device))
+        rows = self.dist.shard(batch, len(ids))
+        return MaskedBatch(batch.input_ids[rows].to(self.device), batch.labels[rows].to(self.device))
 
     def losses(self, batch: MaskedBatch) -> dict[str, torch.Tensor]:
         if not self.distilling():  # masked-LM alone needs the vocabulary projection only at masked positions
-            logits, labels = masked_lm_logits(self.model, batch.input_ids, batch.labels)
+            logits, labels = masked_lm_logits(self.model, batch.input_ids, batch.labels, self.forward)
             loss = nn.functional.cross_entropy(logits.float(), labels)
             return {"loss_mlm": loss, "loss": loss}
         kd = self.spec.distill
         hidden = kd.alpha_hidden > 0
-        out = self.model(input_ids=batch.input_ids, labels=batch.labels, output_hidden_states=hidden)
+        out = self.forward(input_ids=batch.input_ids, labels=batch.labels, output_hidden_states=hidden)
         terms = {"loss_mlm": out.loss}
         target = self.teacher(input_ids=batch.input_ids, output_hidden_states=hidden)
         terms["loss_kd"] = kd_logits_loss(out.logits, target.logits, kd.temperature)  # packed blocks: no padding

@@ -22,6 +22,7 @@ from pruneofa.fsutil import atomic_write_text
 from pruneofa.modeling import load_model, save_model
 from pruneofa.pruning.schedule import GMPSchedule
 from pruneofa.pruning.sparsifier import Sparsifier
+from pruneofa.train.distributed import current
 from pruneofa.train.loop import MLMTrainer, PhaseSpec, evaluate_mlm
 from pruneofa.train.metrics import MetricsLog
 from pruneofa.train.pipeline import register_stage
@@ -89,7 +90,18 @@ def _trainer(model: nn.Module, spec: PhaseSpec, data: MLMData, stage_cfg: Any, o
 
 def _finish(out_dir: Path, model: nn.Module, tokenizer: Any, sparsifier: Sparsifier | None,
             summary: dict[str, Any], extra_files: dict[str, str] | None = None) -> None:
-    """Save the stage's model folder (atomically, keeping the metrics and checkpoints beside it)."""
+    """Save the stage's model folder (atomically, keeping the metrics and checkpoints beside it).
+
+    Under several processes only the main one writes; the others wait for it.
+    """
+    dist = current()
+    if dist.is_main:
+        _save_stage(out_dir, model, tokenizer, sparsifier, summary, extra_files)
+    dist.barrier()
+
+
+def _save_stage(out_dir: Path, model: nn.Module, tokenizer: Any, sparsifier: Sparsifier | None,
+                summary: dict[str, Any], extra_files: dict[str, str] | None) -> None:
     keep = {name: (out_dir / name) for name in ("metrics.jsonl",)}
     texts = {name: path.read_text() for name, path in keep.items() if path.is_file()}
     checkpoints = out_dir / "checkpoints"
@@ -166,5 +178,6 @@ def run_pretrain(recipe: Recipe, cfg: PretrainStage, model_in: str, out_dir: Pat
     _finish(out_dir, student.cpu(), tokenizer, sparsifier, summary)
     print(report.table())
     print_summary("pretrain", summary)
-    atomic_write_text(out_dir / "audit.json", report.to_json())
+    if current().is_main:
+        atomic_write_text(out_dir / "audit.json", report.to_json())
     return out_dir

@@ -21,6 +21,7 @@ from pruneofa.config.loader import dump_recipe
 from pruneofa.config.schema import Recipe
 from pruneofa.errors import PruneofaError
 from pruneofa.fsutil import atomic_write_text
+from pruneofa.train.distributed import current
 
 log = logging.getLogger(__name__)
 
@@ -49,21 +50,21 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, resume: bool = False, only: 
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    resolved = dump_recipe(recipe)
-    atomic_write_text(out_dir / "recipe.resolved.yaml", resolved)
-    current = recipe.model
+    if current().is_main:
+        atomic_write_text(out_dir / "recipe.resolved.yaml", dump_recipe(recipe))
+    model_in = recipe.model
     for kind, _stage_cfg in recipe.stages():
         stage_dir = out_dir / kind
         if only and kind not in only:
             if (stage_dir / "config.json").is_file():
-                current = str(stage_dir)
+                model_in = str(stage_dir)
             continue
         if resume and (stage_dir / "config.json").is_file() and (stage_dir / "DONE").is_file():
             log.info("stage %s already finished in %s; skipping", kind, stage_dir)
-            current = str(stage_dir)
+            model_in = str(stage_dir)
             continue
-        current = str(run_stage(recipe, kind, current, stage_dir, resume))
-    return Path(current)
+        model_in = str(run_stage(recipe, kind, model_in, stage_dir, resume))
+    return Path(model_in)
 
 
 def run_stage(recipe: Recipe, kind: str, model_in: str, stage_dir: Path, resume: bool = False) -> Path:
@@ -75,6 +76,9 @@ def run_stage(recipe: Recipe, kind: str, model_in: str, stage_dir: Path, resume:
     seed_everything(recipe.seed)
     log.info("stage %s: %s -> %s", kind, model_in, stage_dir)
     result = STAGE_RUNNERS[kind](recipe, getattr(recipe, kind), model_in, Path(stage_dir), resume)
-    atomic_write_text(result / "recipe.resolved.yaml", dump_recipe(recipe))
-    atomic_write_text(result / "DONE", "")
+    dist = current()
+    if dist.is_main:
+        atomic_write_text(result / "recipe.resolved.yaml", dump_recipe(recipe))
+        atomic_write_text(result / "DONE", "")
+    dist.barrier()
     return result

@@ -30,6 +30,7 @@ from pruneofa.tasks.base import TaskData
 from pruneofa.tasks.classification import classification_collator, compute_metrics, encode_classification
 from pruneofa.tasks.qa import postprocess, prepare_eval_features, prepare_train_features, qa_collator
 from pruneofa.tasks.squad_eval import squad_metrics
+from pruneofa.train.distributed import current
 from pruneofa.train.loop import PhaseSpec, Trainer
 from pruneofa.train.metrics import MetricsLog
 from pruneofa.train.mlm_stages import _finish, _tokenizer, resolve_device
@@ -97,11 +98,12 @@ class TaskTrainer(Trainer):
         return {k: v.to(self.device) for k, v in batch.items()}
 
     def next_batch(self, step: int, micro: int) -> dict[str, torch.Tensor]:
-        rows = next(self.stream)[:, 0].tolist()
+        rows = next(self.stream)[:, 0]  # the global batch; this rank keeps its share
+        rows = rows[self.dist.shard(rows, len(rows))].tolist()
         return self._to_device(self.inputs.collator([self.inputs.train[i] for i in rows]))
 
     def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out = self.model(**batch)
+        out = self.forward(**batch)
         terms = {"loss_task": out.loss}
         if not self.distilling():
             terms["loss"] = out.loss
@@ -226,7 +228,8 @@ def _run_task_stage(recipe: Recipe, cfg: FinetuneStage | TransferStage, out_dir:
             log.warning("lock off: %d of %d layers drifted from the pre-training mask\n%s",
                         sum(not layer.ok for layer in report.layers), len(report.layers),
                         report.table(only_failures=True))
-        atomic_write_text(out_dir / "audit.json", report.to_json())
+        if current().is_main:
+            atomic_write_text(out_dir / "audit.json", report.to_json())
     extra = {QAT_FILE: json.dumps(qat_metadata(cfg.quant, swapped), indent=2)} if qat else {}
     _finish(out_dir, model, tokenizer, sparsifier, summary, extra)
     print_summary(kind, summary)
