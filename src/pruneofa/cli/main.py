@@ -11,7 +11,7 @@ from pruneofa.errors import PruneofaError
 
 # Command modules, in the order `--help` lists them. Each defines `register(subparsers)`, which adds
 # its parser and sets `func` (called with the parsed args, returns an exit code).
-_COMMANDS = ("recipes", "run", "prune", "audit", "export", "size", "report", "data")
+_COMMANDS = ("recipes", "run", "prune", "audit", "export", "size", "predict", "bench", "report", "data")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,63 @@
+"""`pruneofa bench`: the whole-model benchmark (pruneofa runtime vs dense PyTorch and ONNX Runtime)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by `pruneofa bench` and benchmarks/bench_model.py."""
+    p.add_argument("--out", type=Path, default=Path("results/bench_model.json"),
+                   help="JSON file to write (default results/bench_model.json)")
+    p.add_argument("--models", nargs="+", default=["bert-base", "minilm"], choices=["bert-base", "minilm"],
+                   help="model shapes, random weights: bert-base (BertConfig defaults) and minilm (hidden 384, "
+                   "6 layers, 12 heads, intermediate 1536); both with a 2-label classification head")
+    p.add_argument("--batch", nargs="+", type=int, default=[1, 8], help="batch sizes (default 1 8)")
+    p.add_argument("--seq", nargs="+", type=int, default=[128],
+                   help="sequence lengths (default 128; add 384 for the long-sequence figures, ~3x the time)")
+    p.add_argument("--threads", nargs="+", type=int, default=[1, 2],
+                   help="thread counts for every engine (default 1 2)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds; each engine runs once per round (>= 5)")
+    p.add_argument("--sample-ms", type=float, default=0.0,
+                   help="each sample averages calls lasting at least this long (default 0: one call per sample)")
+    p.add_argument("--skip-bert-base-batch8", action="store_true",
+                   help="leave out BERT-base at batch 8 (its fp32 PyTorch runs dominate a 2-core run)")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run: minilm only, batch 1, 1 thread, 3 rounds (checks the setup, not a result)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights and token ids")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="time the sparse int8 runtime against dense fp32/int8 PyTorch and dense int8 ONNX Runtime",
+        description=(
+            "Build BERT-base and MiniLM-shaped classifiers with random weights, prune copies to 90% (1x4 blocks "
+            "and unstructured), export them (post-training int8) and time, interleaved in rounds on the same "
+            "token ids: dense fp32 PyTorch, dense int8 PyTorch dynamic quantization, dense int8 ONNX Runtime "
+            "(dynamic quantization) and pruneofa's runtime on both patterns, at each thread count, batch and "
+            "sequence length. Prints medians, spreads and speed-ups against fp32 and against ONNX Runtime int8 "
+            "('no speed-up' where the ratio is <= 1.05), checks the runtime's logits against pruneofa.export.load "
+            "of the same artifact, profiles the runtime, prints the CPU, its features and load average, and "
+            "writes JSON. Needs the 'onnx' extra (onnx, onnxruntime). Run it on a quiet machine."
+        ),
+    )
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pruneofa.errors import PruneofaError
+    from pruneofa.runtime.bench import run_benchmark
+
+    if args.quick:
+        args.models, args.batch, args.threads, args.rounds = ["minilm"], [1], [1], 3
+    elif args.rounds < 5:
+        raise PruneofaError(f"--rounds {args.rounds}: use at least 5 (or --quick for a smoke run)")
+    if min(args.batch + args.seq + args.threads) < 1:
+        raise PruneofaError("--batch, --seq and --threads take positive integers")
+    skip = [("bert-base", 8, s) for s in args.seq] if args.skip_bert_base_batch8 else None
+    run_benchmark(args.models, args.batch, args.seq, args.threads, rounds=args.rounds, sample_ms=args.sample_ms,
+                  seed=args.seed, out=args.out, skip=skip)
+    return 0

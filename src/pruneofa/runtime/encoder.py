@@ -1,0 +1,268 @@
+"""BERT-family encoder on feature-major activations: embeddings, self-attention, FFN, LayerNorm.
+
+Hidden states live as ``[H, B*T]`` float32 (features x tokens, batch-major tokens) for the whole
+forward, because the sparse kernels read ``[K, T]`` and write ``[N, T]`` fastest (KERNEL-NOTES.md);
+only the embedding gather is token-major, transposed once. Attention is per (sequence, head) with
+NumPy matmul in fp32 on strided views of the fused QKV output (no copies: BLAS takes the transposed
+operands directly). Buffers are allocated once per (batch, length) and reused.
+
+Families: BERT (``bert``; also MiniLM, which is a BERT) and DistilBERT (``distilbert``). A family is a
+table of module names, so the only code per family is in `Names`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from pruneofa.errors import CheckpointError
+from pruneofa.runtime import ops
+from pruneofa.runtime.artifact import Artifact
+from pruneofa.runtime.layers import DenseLinear, SparseLinear, Splitter, Timer
+
+_NEG = np.float32(-1e30)  # additive mask for padded keys: exp() underflows to exactly 0
+
+
+@dataclass(frozen=True)
+class Names:
+    """Module names of one family, with `{p}` the encoder prefix and `{i}` the layer index."""
+
+    word: str
+    position: str
+    token_type: str | None
+    emb_ln: str
+    q: str
+    k: str
+    v: str
+    attn_out: str
+    attn_ln: str
+    ffn_in: str
+    ffn_out: str
+    ffn_ln: str
+    layers: str  # config key of the layer count
+    heads: str
+    hidden: str
+    act: str
+    eps: str | None
+
+
+FAMILIES = {
+    "bert": Names("{p}embeddings.word_embeddings", "{p}embeddings.position_embeddings",
+                  "{p}embeddings.token_type_embeddings", "{p}embeddings.LayerNorm",
+                  "{p}encoder.layer.{i}.attention.self.query", "{p}encoder.layer.{i}.attention.self.key",
+                  "{p}encoder.layer.{i}.attention.self.value", "{p}encoder.layer.{i}.attention.output.dense",
+                  "{p}encoder.layer.{i}.attention.output.LayerNorm", "{p}encoder.layer.{i}.intermediate.dense",
+                  "{p}encoder.layer.{i}.output.dense", "{p}encoder.layer.{i}.output.LayerNorm",
+                  "num_hidden_layers", "num_attention_heads", "hidden_size", "hidden_act", "layer_norm_eps"),
+    "distilbert": Names("{p}embeddings.word_embeddings", "{p}embeddings.position_embeddings", None,
+                        "{p}embeddings.LayerNorm", "{p}transformer.layer.{i}.attention.q_lin",
+                        "{p}transformer.layer.{i}.attention.k_lin", "{p}transformer.layer.{i}.attention.v_lin",
+                        "{p}transformer.layer.{i}.attention.out_lin", "{p}transformer.layer.{i}.sa_layer_norm",
+                        "{p}transformer.layer.{i}.ffn.lin1", "{p}transformer.layer.{i}.ffn.lin2",
+                        "{p}transformer.layer.{i}.output_layer_norm", "n_layers", "n_heads", "dim", "activation",
+                        None),
+}
+
+
+class Embedding:
+    """A table stored int8 with one scale per row (or dense): gather rows, dequantize only those."""
+
+    def __init__(self, art: Artifact, name: str) -> None:
+        if name in art.manifest.get("embeddings", {}):
+            self.values = art.tensors[f"{name}.values"]
+            self.scales = art.tensors[f"{name}.scales"].astype(np.float32).reshape(-1, 1)
+        else:
+            self.values, self.scales = art.dense(f"{name}.weight"), None
+
+    def add_into(self, ids: np.ndarray, out: np.ndarray) -> None:
+        rows = self.values[ids].astype(np.float32)
+        if self.scales is not None:
+            rows *= self.scales[ids]
+        out += rows
+
+
+class Encoder:
+    """The transformer body; `forward` returns the last hidden state ``[H, B*T]`` (a reused buffer)."""
+
+    def __init__(self, art: Artifact, family: str, prefix: str, mode_for, timer: Timer, splitter: Splitter,
+                 pattern_for) -> None:
+        cfg = art.config
+        n = FAMILIES[family]
+        self.names, self.timer, self.splitter = n, timer, splitter
+        self.hidden, self.heads = int(cfg[n.hidden]), int(cfg[n.heads])
+        self.head_dim = self.hidden // self.heads
+        self.eps = float(cfg[n.eps]) if n.eps else 1e-12
+        act = cfg.get(n.act, "gelu")
+        if act not in ops.ACTIVATIONS:
+            raise CheckpointError(f"activation '{act}' is not supported by the runtime ({sorted(ops.ACTIVATIONS)})")
+        self.act = ops.ACTIVATIONS[act]
+        self.art, self.mode_for, self.pattern_for = art, mode_for, pattern_for
+        fmt = lambda s, i=0: s.format(p=prefix, i=i)  # noqa: E731
+        self.word = Embedding(art, fmt(n.word))
+        self.position = Embedding(art, fmt(n.position))
+        self.token_type = Embedding(art, fmt(n.token_type)) if n.token_type else None
+        self.emb_ln = self._ln(fmt(n.emb_ln))
+        self.max_positions = self.position.values.shape[0]
+        self.layers = []
+        scale = 1.0 / math.sqrt(self.head_dim)  # folded into the query rows of the fused QKV
+        for i in range(int(cfg[n.layers])):
+            self.layers.append({
+                "qkv": self.linear([fmt(n.q, i), fmt(n.k, i), fmt(n.v, i)], row_scale=[scale, 1.0, 1.0]),
+                "attn_out": self.linear([fmt(n.attn_out, i)]), "attn_ln": self._ln(fmt(n.attn_ln, i)),
+                "ffn_in": self.linear([fmt(n.ffn_in, i)]), "ffn_out": self.linear([fmt(n.ffn_out, i)]),
+                "ffn_ln": self._ln(fmt(n.ffn_ln, i)),
+            })
+        self.intermediate = self.layers[0]["ffn_in"].out_features
+        self._ws: dict[tuple[int, int], dict[str, np.ndarray]] = {}
+        self._scratch = [ops.Scratch() for _ in range(splitter.threads)]
+
+    # -- building ----------------------------------------------------------------------------------
+    def _ln(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        return (self.art.dense(f"{name}.weight").reshape(-1, 1), self.art.dense(f"{name}.bias").reshape(-1, 1))
+
+    def linear(self, names: list[str], row_scale: list[float] | None = None) -> SparseLinear | DenseLinear:
+        """One Linear from one or more same-input Linears stacked along N (fused QKV: one quantize, one call).
+
+        Static activation scales differ per Linear in principle; stacking then would change numerics,
+        so a stack whose inputs have different scales is refused here and built unfused by the caller.
+        """
+        layers = self.art.manifest["layers"]
+        row_scale = row_scale or [1.0] * len(names)
+        bias = [self.art.dense(f"{nm}.bias") if f"{nm}.bias" in self.art.manifest["dense"] else None for nm in names]
+        if all(nm in layers for nm in names):
+            acts = [layers[nm]["input"] for nm in names]
+            mode = self.mode_for(acts[0])
+            if mode == "static" and any(a != acts[0] for a in acts):
+                return _Stack([self.linear([nm], [s]) for nm, s in zip(names, row_scale, strict=True)])
+            qs, ss, bs = [], [], []
+            for nm, s, b in zip(names, row_scale, bias, strict=True):
+                q, sc = self.art.int8_weight(nm)
+                qs.append(q)
+                ss.append(sc * np.float32(s))
+                bs.append(np.zeros(q.shape[0], np.float32) if b is None else b * np.float32(s))
+            return SparseLinear(np.concatenate(qs), np.concatenate(ss), np.concatenate(bs),
+                                pattern=self.pattern_for(names[0]), mode=mode, act=acts[0], timer=self.timer)
+        if any(nm in layers for nm in names):
+            return _Stack([self.linear([nm], [s]) for nm, s in zip(names, row_scale, strict=True)])
+        w = np.concatenate([self.art.dense(f"{nm}.weight") * np.float32(s) for nm, s in zip(names, row_scale,
+                                                                                           strict=True)])
+        b = np.concatenate([np.zeros(w.shape[0] // len(names), np.float32) if x is None else x * np.float32(s)
+                            for x, s in zip(bias, row_scale, strict=True)])
+        return DenseLinear(w, b, self.timer)
+
+    def _workspace(self, b: int, t: int) -> dict[str, np.ndarray]:
+        ws = self._ws.get((b, t))
+        if ws is None:
+            h, bt = self.hidden, b * t
+            ws = {"h": np.empty((h, bt), np.float32), "qkv": np.empty((3 * h, bt), np.float32),
+                  "ctx": np.empty((h, bt), np.float32), "tmp": np.empty((h, bt), np.float32),
+                  "inter": np.empty((self.intermediate, bt), np.float32),
+                  "scores": np.empty((b, self.heads, t, t), np.float32),
+                  "rowmax": np.empty((b, self.heads, t, 1), np.float32),
+                  "mean": np.empty(bt, np.float32), "var": np.empty(bt, np.float32),
+                  "bias": np.empty((b, 1, t), np.float32)}
+            self._ws = {(b, t): ws}  # keep one shape: a server with varying lengths should bucket them
+        return ws
+
+    # -- forward -----------------------------------------------------------------------------------
+    def forward(self, ids: np.ndarray, mask: np.ndarray, type_ids: np.ndarray | None) -> np.ndarray:
+        b, t = ids.shape
+        if t > self.max_positions:
+            raise ValueError(f"sequence length {t} exceeds the model's {self.max_positions} positions")
+        ws = self._workspace(b, t)
+        t0 = time.perf_counter()
+        emb = np.zeros((b * t, self.hidden), np.float32)
+        self.word.add_into(ids.reshape(-1), emb)
+        self.position.add_into(np.tile(np.arange(t), b), emb)
+        if self.token_type is not None:
+            self.token_type.add_into((np.zeros_like(ids) if type_ids is None else type_ids).reshape(-1), emb)
+        h = ws["h"]
+        np.copyto(h, emb.T)
+        self._masked = not bool(mask.all())  # no padding: skip the additive mask entirely
+        if self._masked:
+            np.multiply(np.logical_not(mask), _NEG, out=ws["bias"][:, 0, :], casting="unsafe")
+        t0 = self.timer.lap("embeddings", t0)
+        self._ln_(h, self.emb_ln, ws)
+        for layer in self.layers:
+            self._layer(layer, ws, b, t)
+        return h
+
+    def _ln_(self, x: np.ndarray, gb: tuple[np.ndarray, np.ndarray], ws: dict[str, np.ndarray]) -> None:
+        t0 = time.perf_counter()
+        ops.layer_norm_(x, gb[0], gb[1], self.eps, ws["mean"], ws["var"])
+        self.timer.lap("layernorm", t0)
+
+    def _layer(self, layer: dict, ws: dict[str, np.ndarray], b: int, t: int) -> None:
+        h, qkv, ctx, tmp, inter = ws["h"], ws["qkv"], ws["ctx"], ws["tmp"], ws["inter"]
+        layer["qkv"](h, qkv)
+        self._attention(ws, b, t)
+        layer["attn_out"](ctx, tmp)
+        t0 = time.perf_counter()
+        h += tmp  # residual, then LayerNorm in place: h is the new hidden state
+        self.timer.lap("layernorm", t0)
+        self._ln_(h, layer["attn_ln"], ws)
+        layer["ffn_in"](h, inter)
+        t0 = time.perf_counter()
+        flat = inter.size
+        self.splitter.run(lambda lo, hi: self.act(inter, self._scratch[lo * self.splitter.threads // flat],
+                                                  lo, hi), flat)
+        self.timer.lap("gelu", t0)
+        layer["ffn_out"](inter, tmp)
+        t0 = time.perf_counter()
+        h += tmp
+        self.timer.lap("layernorm", t0)
+        self._ln_(h, layer["ffn_ln"], ws)
+
+    def _attention(self, ws: dict[str, np.ndarray], b: int, t: int) -> None:
+        """ctx = softmax(Q^T K / sqrt(d) + mask) V^T per (sequence, head); the scale is in Q's weights."""
+        t0 = time.perf_counter()
+        nh, d, hsz = self.heads, self.head_dim, self.hidden
+        q4 = ws["qkv"][:hsz].reshape(nh, d, b, t)
+        k4 = ws["qkv"][hsz:2 * hsz].reshape(nh, d, b, t)
+        v4 = ws["qkv"][2 * hsz:].reshape(nh, d, b, t)
+        c4 = ws["ctx"].reshape(nh, d, b, t)
+        scores = ws["scores"].reshape(b * nh, t, t)
+        rowmax = ws["rowmax"].reshape(b * nh, t, 1)
+        bias = ws["bias"] if self._masked else None
+        soft = [0.0]  # softmax seconds, measured only in profile mode (single-threaded profiles add up)
+        clock = time.perf_counter if self.timer.split_quantize else None
+
+        def part(lo: int, hi: int) -> None:
+            # j enumerates (sequence, head) pairs; one softmax call over the part's contiguous slab of
+            # scores (per-head NumPy calls cost more in call overhead than in arithmetic at T=128).
+            for j in range(lo, hi):
+                bi, hd = divmod(j, nh)
+                np.matmul(q4[hd, :, bi, :].T, k4[hd, :, bi, :], out=scores[j])
+                if bias is not None:
+                    scores[j] += bias[bi]
+            t1 = clock() if clock else 0.0
+            ops.softmax_(scores[lo:hi], rowmax[lo:hi])
+            if clock:
+                soft[0] += clock() - t1
+            for j in range(lo, hi):
+                bi, hd = divmod(j, nh)
+                np.matmul(v4[hd, :, bi, :], scores[j].T, out=c4[hd, :, bi, :])
+
+        self.splitter.run(part, b * nh)
+        self.timer.lap("attention", t0)
+        if soft[0]:
+            self.timer.totals["attention"] -= soft[0]
+            self.timer.totals["softmax"] += soft[0]
+
+
+class _Stack:
+    """Linears that could not be fused, writing consecutive row blocks of one output."""
+
+    def __init__(self, parts: list[SparseLinear | DenseLinear]) -> None:
+        self.parts = parts
+        self.out_features = sum(p.out_features for p in parts)
+
+    def __call__(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        row = 0
+        for p in self.parts:
+            p(x, out[row:row + p.out_features])
+            row += p.out_features
+        return out

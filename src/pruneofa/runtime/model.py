@@ -1,0 +1,230 @@
+"""`SparseModel`: an exported artifact run end to end on the CPU (tokenizer, encoder, task head).
+
+    from pruneofa.runtime.model import SparseModel
+    model = SparseModel.load("artifact/", threads=2)
+    out = model.predict(["a great film", "a dull film"])       # out.logits [2, labels], out.labels
+    out = model.predict(["question?"], pairs=["context ..."])   # sentence pairs / QA
+    logits = model.run(input_ids, attention_mask)               # already tokenized, NumPy int arrays
+
+Needs numpy, tokenizers (only for text input) and the compiled kernels; never imports torch or the
+training code (tested in a subprocess). Heads: sequence classification (BERT pooler + classifier;
+DistilBERT pre_classifier + classifier), question answering (``qa_outputs``), and the bare encoder.
+Activation quantization is chosen per artifact; see `pruneofa.runtime.layers`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pruneofa.errors import CheckpointError, PruneofaError
+from pruneofa.runtime import kernels
+from pruneofa.runtime.artifact import read_artifact
+from pruneofa.runtime.encoder import FAMILIES, Encoder
+from pruneofa.runtime.layers import MODES, Splitter, Timer
+
+_HEADS = ("ForSequenceClassification", "ForQuestionAnswering", "Model")
+
+
+@dataclass
+class Prediction:
+    """Outputs of one batch. Classification: `logits` [B, labels] and `labels` (names, or None for
+    regression). QA: `start_logits`/`end_logits` [B, T]. Bare encoder: `hidden` [B, T, H]."""
+
+    logits: np.ndarray | None = None
+    labels: list[str] | None = None
+    start_logits: np.ndarray | None = None
+    end_logits: np.ndarray | None = None
+    hidden: np.ndarray | None = None
+
+
+class SparseModel:
+    """The whole exported model; build with `SparseModel.load`."""
+
+    def __init__(self, folder: str | Path, *, threads: int = 1, activations: str = "auto",
+                 max_length: int | None = None) -> None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be an int >= 1, got {threads!r}")
+        if activations not in MODES:
+            raise ValueError(f"activations={activations!r}: expected one of {MODES}")
+        art = read_artifact(folder)
+        man = art.manifest
+        self.folder, self.manifest, self.config, self.threads = Path(folder), man, art.config, threads
+        family = man.get("model_type")
+        if family not in FAMILIES:
+            raise CheckpointError(f"model type '{family}' is not supported by the runtime (supported: "
+                                  f"{', '.join(FAMILIES)}); use pruneofa.export.load for a PyTorch model")
+        arch = str(man.get("architecture"))
+        self.head = next((h for h in _HEADS if arch.endswith(h)), None)
+        if self.head is None:
+            raise CheckpointError(f"head '{arch}' is not supported by the runtime (supported: *{', *'.join(_HEADS)})")
+
+        def mode_for(act: dict | None) -> str:
+            if activations == "auto":
+                return "static" if act else "dynamic"
+            if activations == "static" and act is None:
+                raise PruneofaError(f"activations='static' needs a QAT artifact with activation scales; "
+                                    f"'{folder}' was quantized post-training ('dynamic' or 'fp32' work)")
+            return activations
+
+        def pattern_for(name: str) -> str:
+            info = man["layers"][name]
+            if info.get("pattern") in ("block1x4", "unstructured"):
+                return info["pattern"]
+            return "block1x4" if info["index"]["kind"] == "block1x4" else "unstructured"
+
+        self.timer = Timer()
+        self.splitter = Splitter(threads)
+        prefix = man.get("encoder_prefix", "")
+        self.encoder = Encoder(art, family, prefix, mode_for, self.timer, self.splitter, pattern_for)
+        self.activations = sorted({mode_for(info["input"]) for info in man["layers"].values()})
+        self._build_head(art, family, prefix)
+        self.id2label = {int(k): v for k, v in (man.get("head") or {}).get("id2label", {}).items()}
+        self.max_length = min(self.encoder.max_positions, max_length or self.encoder.max_positions)
+        self._tokenizer: Any = None
+        self._blas = _blas_controller()
+
+    @classmethod
+    def load(cls, folder: str | Path, *, threads: int = 1, activations: str = "auto",
+             max_length: int | None = None) -> SparseModel:
+        """Validate and load an artifact. `activations`: 'auto' (QAT scales if the artifact has them,
+        else dynamic per tensor like ONNX Runtime), 'static', 'dynamic' or 'fp32' (no activation
+        quantization: the reference numerics). `max_length` truncates tokenized input."""
+        return cls(folder, threads=threads, activations=activations, max_length=max_length)
+
+    def _build_head(self, art: Any, family: str, prefix: str) -> None:
+        enc, names = self.encoder, art.manifest
+        has = lambda nm: nm in names["layers"] or f"{nm}.weight" in names["dense"]  # noqa: E731
+        self.pooler = self.pre_classifier = self.classifier = self.qa = None
+        if self.head == "ForSequenceClassification":
+            if family == "bert":
+                self.pooler = enc.linear([f"{prefix}pooler.dense"])
+            elif has("pre_classifier"):
+                self.pre_classifier = enc.linear(["pre_classifier"])
+            name = "classifier.out_proj" if has("classifier.out_proj") else "classifier"
+            self.classifier = enc.linear([name])
+        elif self.head == "ForQuestionAnswering":
+            self.qa = enc.linear(["qa_outputs"])
+
+    # -- tokenization ------------------------------------------------------------------------------
+    @property
+    def tokenizer(self) -> Any:
+        """The artifact's fast tokenizer (`tokenizers.Tokenizer`), padding to the longest in a batch."""
+        if self._tokenizer is None:
+            files = (self.manifest.get("tokenizer") or {}).get("files", [])
+            if "tokenizer.json" not in files:
+                raise PruneofaError(f"'{self.folder}' has no tokenizer.json (exported without a fast tokenizer); "
+                                    "call run(input_ids, attention_mask) with ids you tokenized yourself")
+            from tokenizers import Tokenizer
+
+            tok = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
+            cfg_path = self.folder / "tokenizer_config.json"
+            tcfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+            pad = tcfg.get("pad_token") or "[PAD]"
+            pad = pad.get("content", "[PAD]") if isinstance(pad, dict) else pad
+            pad_id = tok.token_to_id(pad)
+            pad_id = self.config.get("pad_token_id", 0) if pad_id is None else pad_id
+            limit = tcfg.get("model_max_length")
+            length = self.max_length if not isinstance(limit, int) else min(self.max_length, limit)
+            tok.enable_truncation(max_length=length)
+            tok.enable_padding(pad_id=int(pad_id or 0), pad_token=pad)
+            self._tokenizer = tok
+        return self._tokenizer
+
+    def tokenize(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        if isinstance(texts, str):
+            raise TypeError("texts must be a list of strings (a batch); wrap a single text in a list")
+        if pairs is not None and len(pairs) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(pairs)} pairs")
+        items = list(texts) if pairs is None else list(zip(texts, pairs, strict=True))
+        enc = self.tokenizer.encode_batch(items)
+        return {"input_ids": np.array([e.ids for e in enc], np.int64),
+                "attention_mask": np.array([e.attention_mask for e in enc], np.int64),
+                "token_type_ids": np.array([e.type_ids for e in enc], np.int64)}
+
+    def predict(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> Prediction:
+        """Tokenize a batch (optionally sentence pairs) and run it."""
+        pred = self.run(**self.tokenize(texts, pairs))
+        if pred.logits is not None and pred.logits.shape[1] > 1:
+            pred.labels = [self.id2label.get(int(i), str(int(i))) for i in pred.logits.argmax(1)]
+        return pred
+
+    # -- running -----------------------------------------------------------------------------------
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None,
+            token_type_ids: np.ndarray | None = None) -> Prediction:
+        """Run token ids ``[B, T]`` (padded; `attention_mask` 1 for real tokens) through model and head."""
+        ids = np.asarray(input_ids, dtype=np.int64)
+        if ids.ndim != 2:
+            raise ValueError(f"input_ids must be [batch, length], got shape {ids.shape}")
+        mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask, np.int64)
+        types = None if token_type_ids is None else np.asarray(token_type_ids, np.int64)
+        vocab = self.encoder.word.values.shape[0]
+        if ids.size and (ids.min() < 0 or ids.max() >= vocab):
+            raise ValueError(f"input_ids must lie in [0, {vocab})")
+        b, t = ids.shape
+        with self._blas():
+            if kernels.get_num_threads() != self.threads:
+                kernels.set_num_threads(self.threads)
+            h = self.encoder.forward(ids, mask, types)
+            t0 = time.perf_counter()
+            pred = self._head(h, b, t)
+            self.timer.lap("head", t0)
+        return pred
+
+    def _head(self, h: np.ndarray, b: int, t: int) -> Prediction:
+        if self.head == "Model":
+            return Prediction(hidden=h.T.reshape(b, t, -1).copy())
+        if self.qa is not None:
+            out = self.qa(h, np.empty((self.qa.out_features, b * t), np.float32))
+            return Prediction(start_logits=out[0].reshape(b, t).copy(), end_logits=out[1].reshape(b, t).copy())
+        cls = np.ascontiguousarray(h[:, ::t])  # first token of each sequence, [H, B]
+        if self.pooler is not None:
+            cls = np.tanh(self.pooler(cls, np.empty((self.pooler.out_features, b), np.float32)))
+        elif self.pre_classifier is not None:
+            cls = np.maximum(self.pre_classifier(cls, np.empty((self.pre_classifier.out_features, b), np.float32)), 0)
+        logits = self.classifier(cls, np.empty((self.classifier.out_features, b), np.float32))
+        return Prediction(logits=logits.T.copy())
+
+    def profile(self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None,
+                repeats: int = 5) -> dict[str, float]:
+        """Median seconds per forward spent in each section (sparse_linear, quantize, attention, softmax,
+        layernorm, gelu, embeddings, head, ...), timing the quantize apart from the matmul; plus 'total'."""
+        self.run(input_ids, attention_mask)
+        runs: list[dict[str, float]] = []
+        self.timer.split_quantize = True
+        try:
+            for _ in range(repeats):
+                self.timer.reset()
+                t0 = time.perf_counter()
+                self.run(input_ids, attention_mask)
+                runs.append({**self.timer.totals, "total": time.perf_counter() - t0})
+        finally:
+            self.timer.split_quantize = False
+        keys = sorted({k for r in runs for k in r})
+        return {k: float(np.median([r.get(k, 0.0) for r in runs])) for k in keys}
+
+    def close(self) -> None:
+        self.splitter.close()
+
+
+def _blas_controller() -> Any:
+    """A context that keeps NumPy's BLAS on one thread (see `Splitter`); a no-op without threadpoolctl."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # optional: deployment needs only numpy, tokenizers and the kernels
+        return contextlib.nullcontext
+    controller = ThreadpoolController()
+
+    @contextlib.contextmanager
+    def limit() -> Iterator[None]:
+        with controller.limit(limits=1, user_api="blas"):
+            yield
+
+    return limit

@@ -1,0 +1,143 @@
+"""The encoder's non-Linear operations in NumPy, on feature-major ``[features, tokens]`` float32.
+
+Everything here works in place on preallocated buffers: at BERT-base and 128 tokens these arrays are
+0.4-1.5 MB, so a temporary per NumPy call costs as much as the arithmetic. Elementwise chains run in
+column-contiguous chunks of ``_CHUNK`` floats so the intermediate values stay in L1/L2 instead of
+streaming a 1.5 MB array through memory ~20 times (measured ~2x faster for GELU at BERT-base).
+
+Exact GELU (``0.5 x (1 + erf(x / sqrt 2))``, what BERT's ``hidden_act="gelu"`` computes) needs erf,
+which NumPy lacks; :func:`erf` is the float32 rational approximation used by Eigen and XLA
+(``erf(u) = u P(u^2) / Q(u^2)`` on ``[-4, 4]``, clamped outside, where float32 erf is +-1), accurate to
+~1e-7 absolute (tested against ``math.erf``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+_CHUNK = 1 << 16  # floats per chunk of an elementwise chain (256 KiB: the live chunks stay in L2)
+
+# Eigen/XLA float32 erf: numerator (odd, in u^2 then times u) and denominator (in u^2), highest first.
+_ERF_P = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
+          -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02)
+_ERF_Q = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03,
+          -1.42647390514189e-02)
+
+
+def _horner(z: np.ndarray, coefs: tuple[float, ...], out: np.ndarray) -> np.ndarray:
+    np.multiply(z, np.float32(coefs[0]), out=out)
+    out += np.float32(coefs[1])
+    for c in coefs[2:]:
+        out *= z
+        out += np.float32(c)
+    return out
+
+
+def _erf_into(u: np.ndarray, out: np.ndarray, z: np.ndarray, q: np.ndarray) -> None:
+    """out = erf(u) for already-clamped u in [-4, 4]; z, q are scratch of the same shape."""
+    np.multiply(u, u, out=z)
+    _horner(z, _ERF_P, out)
+    out *= u
+    _horner(z, _ERF_Q, q)
+    out /= q
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """float32 erf of an array (new array); ~1e-7 absolute error."""
+    u = np.clip(np.asarray(x, dtype=np.float32), -4.0, 4.0)
+    out, z, q = np.empty_like(u), np.empty_like(u), np.empty_like(u)
+    _erf_into(u, out, z, q)
+    return out
+
+
+class Scratch:
+    """Per-thread chunk-sized scratch vectors for the elementwise chains."""
+
+    def __init__(self, n: int = _CHUNK) -> None:
+        self.a, self.b, self.c, self.d = (np.empty(n, np.float32) for _ in range(4))
+
+
+# GELU(x) = x (1/2 + erf(x / sqrt 2) / 2) = x (1/2 + x P'(x^2) / Q'(x^2)), with the 1/sqrt 2 and the 1/2
+# folded into the coefficients (P'_k = P_k 2^-k / (2 sqrt 2) for the k-th power of x^2, Q'_k = Q_k 2^-k):
+# 25 NumPy passes instead of 29. The clamp at |u| = 4 becomes |x| = 4 sqrt 2.
+_GELU_P = tuple(c * 0.5 ** (len(_ERF_P) - 1 - k) / (2 * math.sqrt(2.0)) for k, c in enumerate(_ERF_P))
+_GELU_Q = tuple(c * 0.5 ** (len(_ERF_Q) - 1 - k) for k, c in enumerate(_ERF_Q))
+_GELU_CLAMP = 4.0 * math.sqrt(2.0)
+
+
+def gelu_(x: np.ndarray, scratch: Scratch, start: int = 0, stop: int | None = None) -> None:
+    """Exact (erf) GELU in place on the flat range [start, stop) of a C-contiguous array."""
+    flat = x.reshape(-1)
+    stop = flat.size if stop is None else stop
+    for lo in range(start, stop, _CHUNK):
+        v = flat[lo:min(lo + _CHUNK, stop)]
+        n = v.size
+        u, e, z, q = scratch.a[:n], scratch.b[:n], scratch.c[:n], scratch.d[:n]
+        np.clip(v, -_GELU_CLAMP, _GELU_CLAMP, out=u)
+        np.multiply(u, u, out=z)
+        _horner(z, _GELU_P, e)
+        e *= u
+        _horner(z, _GELU_Q, q)
+        e /= q
+        e += np.float32(0.5)
+        v *= e
+
+
+def gelu_tanh_(x: np.ndarray, scratch: Scratch, start: int = 0, stop: int | None = None) -> None:
+    """The tanh approximation of GELU (``gelu_new``, ``gelu_pytorch_tanh``) in place."""
+    flat = x.reshape(-1)
+    stop = flat.size if stop is None else stop
+    c = np.float32(math.sqrt(2.0 / math.pi))
+    for lo in range(start, stop, _CHUNK):
+        v = flat[lo:min(lo + _CHUNK, stop)]
+        t = scratch.a[:v.size]
+        np.multiply(v, v, out=t)
+        t *= np.float32(0.044715)
+        t += np.float32(1.0)
+        t *= v
+        t *= c
+        np.tanh(t, out=t)
+        t += np.float32(1.0)
+        t *= np.float32(0.5)
+        v *= t
+
+
+def relu_(x: np.ndarray, scratch: Scratch, start: int = 0, stop: int | None = None) -> None:
+    flat = x.reshape(-1)
+    np.maximum(flat[start:stop], 0.0, out=flat[start:stop])
+
+
+ACTIVATIONS = {"gelu": gelu_, "gelu_new": gelu_tanh_, "gelu_pytorch_tanh": gelu_tanh_, "relu": relu_}
+
+
+def layer_norm_(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float,
+                mean: np.ndarray, var: np.ndarray) -> None:
+    """LayerNorm over features (axis 0) of feature-major ``x [H, T]``, in place.
+
+    ``gamma``/``beta`` are ``[H, 1]`` float32; ``mean``/``var`` are ``[T]`` scratch. Two passes
+    (mean, then centred variance) as PyTorch does, so no cancellation on large activations.
+    """
+    inv_h = np.float32(1.0 / x.shape[0])
+    np.sum(x, axis=0, out=mean)
+    mean *= inv_h
+    x -= mean
+    np.einsum("ht,ht->t", x, x, out=var)
+    var *= inv_h
+    var += np.float32(eps)
+    np.sqrt(var, out=var)
+    np.reciprocal(var, out=var)
+    x *= var
+    x *= gamma
+    x += beta
+
+
+def softmax_(s: np.ndarray, rowmax: np.ndarray) -> None:
+    """Softmax over the last axis, in place; ``rowmax`` is scratch of shape ``s.shape[:-1] + (1,)``."""
+    np.max(s, axis=-1, keepdims=True, out=rowmax)
+    s -= rowmax
+    np.exp(s, out=s)
+    np.sum(s, axis=-1, keepdims=True, out=rowmax)
+    np.reciprocal(rowmax, out=rowmax)
+    s *= rowmax

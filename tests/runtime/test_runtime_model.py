@@ -1,0 +1,202 @@
+"""The whole runtime against the PyTorch model built from the same artifact (pruneofa.export.load).
+
+Tolerances, and why:
+* activations="fp32" (no activation quantization): the runtime computes what the loader's model
+  computes with the same dequantized weights, in a different float summation order: 1e-4 absolute.
+* a QAT artifact under "auto" (= static: the artifact's activation scales, PyTorch's rounding): the same
+  integer arithmetic as the loader's fake-quant forward; an input exactly on a rounding boundary could
+  move by one quantum, which these inputs do not hit: 1e-4 absolute.
+* a post-training artifact under "auto" (= dynamic per-tensor uint8, as ONNX Runtime): the loader's
+  model has no activation quantization, so the difference is the uint8 quantization error of 8
+  Linear inputs per layer: 3% of the largest logit, and the predicted class must not change.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from tests.conftest import _WORDS, tiny_bert_config
+from transformers import BertForQuestionAnswering, BertForSequenceClassification, BertTokenizerFast
+
+from pruneofa import Sparsifier
+from pruneofa.config.schema import SparsityConfig
+from pruneofa.errors import CheckpointError, PruneofaError
+from pruneofa.export import export_model, load
+from pruneofa.quant import QATConfig, freeze_observers_, prepare_qat_
+from pruneofa.runtime import ops
+from pruneofa.runtime.model import SparseModel
+
+TEXTS = ["the red cat sees the blue dog .", "a big tree", "one old stone near the river and the sun ."]
+PAIRS = ["the dog sleeps", "two birds eat", "the moon"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tok")
+    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", *_WORDS]) + "\n")
+    return BertTokenizerFast.from_pretrained(str(folder))
+
+
+def _pruned(cls, pattern: str, **cfg):
+    torch.manual_seed(0)
+    model = cls(tiny_bert_config(vocab_size=40, **cfg)).eval()
+    head = getattr(model, "classifier", None) or model.qa_outputs
+    torch.nn.init.normal_(head.weight, std=1.0)  # logits of order 1, so tolerances mean something
+    sparsifier = Sparsifier(model, SparsityConfig(pattern=pattern))
+    sparsifier.prune_to(0.9)
+    return model, sparsifier
+
+
+@pytest.fixture(scope="module", params=["unstructured", "block1x4"])
+def classifier_artifact(request, tmp_path_factory, tokenizer):
+    model, sparsifier = _pruned(BertForSequenceClassification, request.param, num_labels=3)
+    return export_model(model, tmp_path_factory.mktemp("cls") / "art", tokenizer=tokenizer,
+                        sparsifier_metadata=sparsifier.metadata())
+
+
+def _reference(folder, batch) -> torch.Tensor:
+    with torch.no_grad():
+        return load(folder)(**{k: torch.from_numpy(v) for k, v in batch.items()})
+
+
+def test_fp32_mode_matches_the_loaded_pytorch_model_with_pairs_and_padding(classifier_artifact, tokenizer):
+    rt = SparseModel.load(classifier_artifact, activations="fp32")
+    batch = rt.tokenize(TEXTS, PAIRS)
+    assert batch["attention_mask"].min() == 0 and batch["token_type_ids"].max() == 1  # padded, pairs
+    hf = tokenizer(TEXTS, PAIRS, padding=True, return_tensors="np")
+    np.testing.assert_array_equal(batch["input_ids"], hf["input_ids"])
+    want = _reference(classifier_artifact, batch).logits.numpy()
+    got = rt.predict(TEXTS, PAIRS)
+    np.testing.assert_allclose(got.logits, want, atol=1e-4, rtol=0)
+    assert got.labels == [f"LABEL_{i}" for i in want.argmax(1)]
+
+
+def test_padding_does_not_change_a_sequence_result(classifier_artifact):
+    rt = SparseModel.load(classifier_artifact, activations="fp32")
+    batched = rt.predict(TEXTS).logits
+    for i, text in enumerate(TEXTS):
+        np.testing.assert_allclose(rt.predict([text]).logits[0], batched[i], atol=1e-5, rtol=0)
+
+
+def test_dynamic_int8_is_within_quantization_error(classifier_artifact):
+    rt = SparseModel.load(classifier_artifact, threads=2)  # auto -> dynamic for a post-training artifact
+    assert rt.activations == ["dynamic"]
+    batch = rt.tokenize(TEXTS, PAIRS)
+    want = _reference(classifier_artifact, batch).logits.numpy()
+    got = rt.run(**batch).logits
+    assert np.abs(got - want).max() <= 0.03 * np.abs(want).max()
+    np.testing.assert_array_equal(got.argmax(1), want.argmax(1))
+
+
+@pytest.mark.parametrize("pattern", ["unstructured", "block1x4"])
+def test_qat_artifact_uses_its_static_scales_and_matches(tmp_path, pattern, tokenizer):
+    model, sparsifier = _pruned(BertForSequenceClassification, pattern, num_labels=2)
+    sparsifier.lock()
+    prepare_qat_(model, QATConfig(act_observer_momentum=0.2), sparsifier)
+    ids = torch.randint(5, 40, (4, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        model.train()(input_ids=ids)  # the observers see data
+    freeze_observers_(model)
+    art = export_model(model.eval(), tmp_path / "qat", tokenizer=tokenizer, sparsifier_metadata=sparsifier.metadata())
+    rt = SparseModel.load(art)
+    assert rt.activations == ["static"]
+    batch = rt.tokenize(TEXTS)
+    want = _reference(art, batch).logits.numpy()
+    np.testing.assert_allclose(rt.run(**batch).logits, want, atol=1e-4, rtol=0)
+
+
+def test_question_answering_head(tmp_path, tokenizer):
+    model, sparsifier = _pruned(BertForQuestionAnswering, "block1x4")
+    art = export_model(model, tmp_path / "qa", tokenizer=tokenizer, sparsifier_metadata=sparsifier.metadata())
+    rt = SparseModel.load(art, activations="fp32")
+    batch = rt.tokenize(TEXTS, PAIRS)
+    want = _reference(art, batch)
+    got = rt.run(**batch)
+    np.testing.assert_allclose(got.start_logits, want.start_logits.numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(got.end_logits, want.end_logits.numpy(), atol=1e-4, rtol=0)
+
+
+def test_profile_names_the_sections(classifier_artifact):
+    rt = SparseModel.load(classifier_artifact)
+    prof = rt.profile(rt.tokenize(TEXTS)["input_ids"], repeats=2)
+    assert {"sparse_linear", "quantize", "attention", "softmax", "layernorm", "gelu", "total"} <= set(prof)
+
+
+def test_tampered_artifact_is_refused(tmp_path, classifier_artifact):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(classifier_artifact, bad)
+    data = bytearray((bad / "tensors.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (bad / "tensors.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="sha256"):
+        SparseModel.load(bad)
+
+
+def test_static_mode_on_a_post_training_artifact_says_what_to_do(classifier_artifact):
+    with pytest.raises(PruneofaError, match="'dynamic' or 'fp32'"):
+        SparseModel.load(classifier_artifact, activations="static")
+
+
+def test_gelu_and_erf_accuracy():
+    x = np.linspace(-9, 9, 20001).astype(np.float32)
+    want_erf = np.array([math.erf(v) for v in x.astype(np.float64) / 2])
+    assert np.abs(ops.erf(x / 2) - want_erf).max() < 5e-7
+    g = x.copy()
+    ops.gelu_(g, ops.Scratch())
+    want = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x.astype(np.float64)])
+    # GELU's error is |x| times erf's error / 2, plus float32 rounding of the result (half an ulp is
+    # 2.4e-7 relative near 4.8): within 3e-7 max(|x|, 1), i.e. about one float32 ulp.
+    assert (np.abs(g - want) / np.maximum(np.abs(x), 1)).max() < 3e-7
+
+
+def test_runtime_does_not_import_torch_or_training_code():
+    code = ("import sys, pruneofa.runtime.model, pruneofa.runtime.artifact; "
+            "bad = [m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'transformers', "
+            "'pruneofa.export', 'pruneofa.quant', 'pruneofa.pruning', 'safetensors'))]; print(bad); "
+            "sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_predict_cli(classifier_artifact, capsys):
+    import argparse
+
+    from pruneofa.cli import predict_cmd
+
+    parser = argparse.ArgumentParser()
+    predict_cmd.register(parser.add_subparsers())
+    args = parser.parse_args(["predict", str(classifier_artifact), TEXTS[0], TEXTS[1], "--pair", PAIRS[0],
+                              "--pair", PAIRS[1], "--json"])
+    assert args.func(args) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and '"label": "LABEL_' in lines[0]
+
+
+@pytest.mark.parametrize("head", ["DistilBertForSequenceClassification", "DistilBertForQuestionAnswering"])
+def test_distilbert(tmp_path, head):
+    import transformers
+    from transformers import DistilBertConfig
+
+    torch.manual_seed(0)
+    config = DistilBertConfig(vocab_size=50, dim=32, n_layers=2, n_heads=2, hidden_dim=64,
+                              max_position_embeddings=64, num_labels=3 if "Sequence" in head else 2)
+    model = getattr(transformers, head)(config).eval()
+    sparsifier = Sparsifier(model, SparsityConfig(pattern="block1x4"))
+    sparsifier.prune_to(0.9)
+    art = export_model(model, tmp_path / "distil", sparsifier_metadata=sparsifier.metadata())
+    ids = torch.randint(0, 50, (2, 9), generator=torch.Generator().manual_seed(2))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    with torch.no_grad():
+        want = load(art)(input_ids=ids, attention_mask=mask)
+    got = SparseModel.load(art, activations="fp32").run(ids.numpy(), mask.numpy())
+    for key in ("logits", "start_logits", "end_logits"):
+        if getattr(got, key) is not None:
+            np.testing.assert_allclose(getattr(got, key), getattr(want, key).numpy(), atol=1e-4, rtol=0)
