@@ -12,9 +12,9 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from tests.conftest import write_tiny_corpus, write_tiny_model
 
 from pruneofa.modeling import audit_folder, read_masks
-from tests.conftest import write_tiny_corpus, write_tiny_model
 
 
 def _recipe(tmp_path, model, corpus):
