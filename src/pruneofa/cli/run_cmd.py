@@ -37,9 +37,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
+def _keep_large_allocations() -> None:
+    """Let glibc reuse freed memory for large tensors instead of returning it to the OS each step.
+
+    Masked-LM distillation allocates and frees several [tokens, vocabulary] tensors (~250 MB each for
+    16 x 128 tokens) per step; by default glibc maps and unmaps each one, and the page faults cost
+    ~15% of the step in system time. Raising the mmap and trim thresholds keeps them in the heap.
+    """
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 512 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):  # not glibc (musl, ...): keep the defaults
+        pass
+
+
 def _run(args: argparse.Namespace) -> int:
     from pruneofa.train.pipeline import run_recipe
 
+    _keep_large_allocations()
     recipe = load_recipe(args.recipe, args.overrides)
     out = args.out or Path("runs") / (recipe.continues or recipe.name)
     final = run_recipe(recipe, out, resume=args.resume, only=args.only)
