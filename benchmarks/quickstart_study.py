@@ -22,8 +22,9 @@ from pruneofa.config.loader import read_recipe_source
 from pruneofa.train.pipeline import run_stage
 
 
-def _recipe(name: str, overrides: list[str]):
-    raw, origin = read_recipe_source(name)
+def _recipe(stage_dir: Path, overrides: list[str]):
+    """The recipe a stage of the run was made with (its resolved copy), with `overrides` applied."""
+    raw, origin = read_recipe_source(stage_dir / "recipe.resolved.yaml")
     return parse_recipe(apply_overrides(raw, overrides), origin)
 
 
@@ -46,7 +47,7 @@ def pretrain_kd(run: Path, out: Path) -> dict:
     results = {"with_kd": _summary(run / "pretrain")}
     variant = _variant_dir(run, "no-kd", ["teacher"])
     began = time.perf_counter()
-    recipe = _recipe("quickstart", ["pretrain.distill.alpha_kd=0", "pretrain.distill.alpha_mlm=1"])
+    recipe = _recipe(run / "pretrain", ["pretrain.distill.alpha_kd=0", "pretrain.distill.alpha_mlm=1"])
     run_stage(recipe, "pretrain", str(variant / "teacher"), variant / "pretrain")
     results["without_kd"] = _summary(variant / "pretrain")
     results["without_kd"]["wall_seconds"] = round(time.perf_counter() - began, 1)
@@ -72,7 +73,7 @@ def transfer(run: Path, out: Path) -> dict:
     }
     for name, overrides in variants.items():
         folder = _variant_dir(run, name, ["teacher", "pretrain", "finetune"])
-        run_stage(_recipe("quickstart-transfer", overrides), "transfer", "unused", folder / "transfer")
+        run_stage(_recipe(run / "transfer", overrides), "transfer", "unused", folder / "transfer")
         results[name] = _summary(folder / "transfer")
     lines = ["| model | dev accuracy | encoder sparsity | mask = pre-training mask |", "|---|---:|---:|---|"]
     for name, summary in results.items():
