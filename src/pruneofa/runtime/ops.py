@@ -17,6 +17,11 @@ import math
 
 import numpy as np
 
+try:  # the compiled extension; the NumPy paths below stay as the portable fallback
+    from pruneofa.runtime import _kernels as _fused
+except ImportError:  # pragma: no cover - the package always builds it
+    _fused = None
+
 _CHUNK = 1 << 16  # floats per chunk of an elementwise chain (256 KiB: the live chunks stay in L2)
 
 # Eigen/XLA float32 erf: numerator (odd, in u^2 then times u) and denominator (in u^2), highest first.
@@ -67,10 +72,21 @@ _GELU_Q = tuple(c * 0.5 ** (len(_ERF_Q) - 1 - k) for k, c in enumerate(_ERF_Q))
 _GELU_CLAMP = 4.0 * math.sqrt(2.0)
 
 
+_GELU_P64 = np.asarray(_GELU_P, dtype=np.float64)
+_GELU_Q64 = np.asarray(_GELU_Q, dtype=np.float64)
+
+
 def gelu_(x: np.ndarray, scratch: Scratch, start: int = 0, stop: int | None = None) -> None:
-    """Exact (erf) GELU in place on the flat range [start, stop) of a C-contiguous array."""
+    """Exact (erf) GELU in place on the flat range [start, stop) of a C-contiguous array.
+
+    One fused pass in the compiled extension when it is there (it releases the GIL, so the runtime's
+    threads split it); the NumPy chain below computes the same rational function otherwise.
+    """
     flat = x.reshape(-1)
     stop = flat.size if stop is None else stop
+    if _fused is not None:
+        _fused.gelu_rational_(flat[start:stop], _GELU_P64, _GELU_Q64, _GELU_CLAMP)
+        return
     for lo in range(start, stop, _CHUNK):
         v = flat[lo:min(lo + _CHUNK, stop)]
         n = v.size
