@@ -75,17 +75,22 @@ def transfer(run: Path, out: Path) -> dict:
         folder = _variant_dir(run, name, ["teacher", "pretrain", "finetune"])
         run_stage(_recipe(run / "transfer", overrides), "transfer", "unused", folder / "transfer")
         results[name] = _summary(folder / "transfer")
-    lines = ["| model | dev accuracy | encoder sparsity | mask = pre-training mask |", "|---|---:|---:|---|"]
-    for name, summary in results.items():
-        sparsity = summary.get("sparsity", {})
-        identical = summary.get("mask_identical_to_pretrain")
-        lines.append(
-            f"| {name} | {summary['eval']['after']['dev']['accuracy']:.2f} | "
-            f"{sparsity.get('sparsity', 0.0):.4f}{'' if sparsity.get('ok', True) else ' (DRIFT)'} | "
-            f"{'-' if identical is None else identical} |"
-        )
-    _write(out, "transfer", results, lines)
+    _write(out, "transfer", results, transfer_table(results))
     return results
+
+
+def transfer_table(results: dict) -> list[str]:
+    """Dev accuracy and the *weights'* sparsity (zeros / weights of the pruned layers, whatever the masks say)."""
+    lines = ["| model | dev accuracy | encoder weight sparsity | audit | mask = pre-training mask |",
+             "|---|---:|---:|---|---|"]
+    for name, summary in results.items():
+        s = summary.get("sparsity")
+        weights = f"{1 - s['nonzero'] / s['numel']:.4f}" if s else "0 (dense)"
+        audit = "-" if s is None else ("exact" if s["ok"] else "DRIFT")
+        identical = summary.get("mask_identical_to_pretrain")
+        lines.append(f"| {name} | {summary['eval']['after']['dev']['accuracy']:.2f} | {weights} | {audit} | "
+                     f"{'-' if identical is None else identical} |")
+    return lines
 
 
 def _write(out: Path, name: str, results: dict, lines: list[str]) -> None:
