@@ -19,7 +19,6 @@ Dequantized weight = q * scale, exactly what the QAT forward computed.
 from __future__ import annotations
 
 import hashlib
-import json
 import lzma
 import zlib
 from pathlib import Path
@@ -30,11 +29,18 @@ import torch
 
 from pruneofa.errors import CheckpointError
 
-FORMAT_NAME = "pruneofa-export"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-TENSORS = "tensors.safetensors"
-CONFIG = "config.json"
+# The format's names, the manifest's self-checksum and its validated reading live in the torch-free
+# runtime reader (a deployment reads artifacts without torch); the export side reuses them.
+from pruneofa.runtime.artifact import (  # noqa: F401 - re-exported: the export side's names for them
+    CONFIG,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MANIFEST,
+    TENSORS,
+    canonical,
+    read_manifest,
+)
+
 CODECS = ("raw", "zlib", "lzma")
 INDEX_KINDS = ("bitmask", "block1x4")
 
@@ -46,11 +52,6 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def canonical(manifest: dict[str, Any]) -> bytes:
-    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
 def seal(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -137,29 +138,6 @@ def unpack_values(values: torch.Tensor, mask: torch.Tensor, where: str) -> torch
 
 
 # -- reading ---------------------------------------------------------------------------------------
-def read_manifest(folder: Path) -> dict[str, Any]:
-    path = folder / MANIFEST
-    if not folder.is_dir():
-        raise CheckpointError(f"artifact folder '{folder}' does not exist")
-    if not path.is_file():
-        raise CheckpointError(f"'{folder}' is not a pruneofa artifact: it has no {MANIFEST}")
-    try:
-        manifest = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"'{path}' is not valid JSON ({exc}); the file is corrupt or truncated") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        raise CheckpointError(f"'{path}' is not a {FORMAT_NAME} manifest")
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise CheckpointError(
-            f"'{path}' has format version {version!r}; this pruneofa reads version {FORMAT_VERSION}"
-        )
-    stored = manifest.get("manifest_sha256")
-    if stored != hashlib.sha256(canonical(manifest)).hexdigest():
-        raise CheckpointError(f"'{path}' was modified after export: its manifest_sha256 does not match its content")
-    return manifest
-
-
 def verify_files(folder: Path, manifest: dict[str, Any]) -> None:
     """Every listed file exists with the recorded size and sha256."""
     for name, info in manifest["files"].items():

@@ -71,7 +71,8 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _canonical(manifest: dict[str, Any]) -> bytes:
+def canonical(manifest: dict[str, Any]) -> bytes:
+    """The bytes the manifest's self-checksum covers (the writer in pruneofa.export uses this too)."""
     body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
     return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
@@ -89,9 +90,9 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise CheckpointError(f"'{path}' is not a {FORMAT_NAME} manifest")
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"'{path}' has format version {manifest.get('format_version')!r}; this runtime "
+        raise CheckpointError(f"'{path}' has format version {manifest.get('format_version')!r}; this pruneofa "
                               f"reads version {FORMAT_VERSION}")
-    if manifest.get("manifest_sha256") != sha256_bytes(_canonical(manifest)):
+    if manifest.get("manifest_sha256") != sha256_bytes(canonical(manifest)):
         raise CheckpointError(f"'{path}' was modified after export: its manifest_sha256 does not match its content")
     return manifest
 
