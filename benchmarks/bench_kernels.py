@@ -22,7 +22,6 @@ import json
 import platform
 import random
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -70,14 +69,10 @@ def ort_session(w, bias, threads, tmp):
 
 
 def time_sample(fn, sample_s):
-    fn()
-    calls, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        calls += 1
-        dt = time.perf_counter() - t0
-        if dt >= sample_s:
-            return dt / calls
+    from pruneofa.runtime.bench import time_per_call
+
+    fn()  # warm-up: first-call allocations and packing stay out of the sample
+    return time_per_call(fn, sample_s)
 
 
 def bench_config(n, k, t, threads, args, tmp, rng):

@@ -109,7 +109,8 @@ def ort_session(dense: Any, batch: int, seq: int, threads: int, tmp: Path) -> An
     return ort.InferenceSession(str(dst), opts, providers=["CPUExecutionProvider"])
 
 
-def _sample(fn: Any, sample_s: float) -> float:
+def time_per_call(fn: Any, sample_s: float) -> float:
+    """Seconds per call of `fn`, averaged over as many calls as fill `sample_s` (at least one)."""
     calls, t0 = 0, time.perf_counter()
     while True:
         fn()
@@ -162,7 +163,7 @@ def bench_config(models: dict[str, Any], runtimes: dict[str, Any], batch: int, s
         random.shuffle(order)
         for e in order:
             time.sleep(SETTLE_S)  # let the previous engine's spinning worker threads park
-            samples[e].append(_sample(fns[e], sample_ms / 1000))
+            samples[e].append(time_per_call(fns[e], sample_ms / 1000))
     med = {e: float(np.median(v)) for e, v in samples.items()}
     return {
         "batch": batch, "seq": seq, "threads": threads,
