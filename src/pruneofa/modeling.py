@@ -43,6 +43,19 @@ def resolve(name_or_path: str) -> str:
     return resolve_model(name_or_path)
 
 
+def load_tokenizer(name_or_path: str, required: bool = True) -> Any:
+    """The model's tokenizer. Training stages need one (`required`); one-shot pruning only copies it along."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(resolve(name_or_path))
+    except (OSError, ValueError) as exc:
+        if required:
+            raise CheckpointError(f"cannot load a tokenizer from '{name_or_path}': {exc}") from None
+        log.warning("no tokenizer saved with %s (%s); the output folder will have none", name_or_path, exc)
+        return None
+
+
 def model_class(config: Any, head: str) -> Any:
     """The class to load: the checkpoint's own architecture for head='auto', else an Auto class."""
     import transformers

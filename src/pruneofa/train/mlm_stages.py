@@ -19,7 +19,7 @@ from pruneofa.data.mlm import BatchStream, MaskedBatch, MLMMasker, fixed_eval_ba
 from pruneofa.distill import FrozenTeacher
 from pruneofa.errors import PruneofaError
 from pruneofa.fsutil import atomic_write_text
-from pruneofa.modeling import load_model, save_model
+from pruneofa.modeling import load_model, load_tokenizer, save_model
 from pruneofa.pruning.schedule import GMPSchedule
 from pruneofa.pruning.sparsifier import Sparsifier
 from pruneofa.train.distributed import current
@@ -67,14 +67,6 @@ def prepare_mlm_data(cfg: DataConfig, tokenizer: Any, seed: int) -> MLMData:
     return MLMData(train_blocks, fixed_eval_batches(eval_blocks, masker, cfg.eval_batch_size, seed), masker, info)
 
 
-def _tokenizer(source: str) -> Any:
-    from transformers import AutoTokenizer
-
-    from pruneofa.modeling import resolve
-
-    return AutoTokenizer.from_pretrained(resolve(source))
-
-
 def _head_parameters(model: nn.Module) -> list[nn.Parameter]:
     """Parameters outside the backbone (the MLM head), except those tied to backbone weights."""
     backbone = {id(p) for p in model.base_model.parameters()}
@@ -119,7 +111,7 @@ def run_teacher(recipe: Recipe, cfg: TeacherStage, model_in: str, out_dir: Path,
     """Teacher preparation: build the MLM head if the checkpoint lacks one, warm it up, then adapt all."""
     began = time.perf_counter()
     device = resolve_device(recipe.device)
-    tokenizer = _tokenizer(model_in)
+    tokenizer = load_tokenizer(model_in)
     model, _, info = load_model(model_in, head="mlm")
     head_missing = [k for k in info.get("missing_keys", []) if not k.startswith(model.base_model_prefix + ".")]
     model.to(device)
@@ -156,7 +148,7 @@ def run_pretrain(recipe: Recipe, cfg: PretrainStage, model_in: str, out_dir: Pat
     """Sparse pre-training: the student starts as a copy of the dense teacher and is pruned by GMP."""
     began = time.perf_counter()
     device = resolve_device(recipe.device)
-    tokenizer = _tokenizer(model_in)
+    tokenizer = load_tokenizer(model_in)
     dense, sparsifier_in, _ = load_model(model_in, head="mlm")
     if sparsifier_in is not None and sparsifier_in.sparsity > 0:
         raise PruneofaError(f"the pretrain stage needs a dense teacher, but '{model_in}' is already sparse")

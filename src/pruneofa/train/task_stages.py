@@ -24,7 +24,7 @@ from pruneofa.distill import FrozenTeacher, kd_logits_loss
 from pruneofa.errors import PruneofaError, SparsityDriftError
 from pruneofa.fsutil import atomic_write_text
 from pruneofa.masks import attach_mask, detach_masks
-from pruneofa.modeling import load_model, read_masks
+from pruneofa.modeling import load_model, load_tokenizer, read_masks
 from pruneofa.tasks import load_task
 from pruneofa.tasks.base import TaskData
 from pruneofa.tasks.classification import classification_collator, compute_metrics, encode_classification
@@ -33,7 +33,7 @@ from pruneofa.tasks.squad_eval import squad_metrics
 from pruneofa.train.distributed import current
 from pruneofa.train.loop import PhaseSpec, Trainer
 from pruneofa.train.metrics import MetricsLog
-from pruneofa.train.mlm_stages import _finish, _tokenizer, resolve_device
+from pruneofa.train.mlm_stages import _finish, resolve_device
 from pruneofa.train.pipeline import register_stage
 from pruneofa.train.summary import print_summary
 
@@ -158,7 +158,7 @@ def _run_task_stage(recipe: Recipe, cfg: FinetuneStage | TransferStage, out_dir:
     device = resolve_device(recipe.device)
     run_dir = out_dir.parent
     init = resolve_init(cfg.init, recipe, run_dir)
-    tokenizer = _tokenizer(init)
+    tokenizer = load_tokenizer(init)
     inputs = encode_task(cfg.task, tokenizer, recipe.seed)
     head, head_kwargs = _head_for(inputs)
     model, sparsifier, _ = load_model(init, head=head, **head_kwargs)
