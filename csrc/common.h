@@ -68,6 +68,13 @@ struct IsaOps {
   // Quantize rows [4*q0, 4*q1) of feature-major x [K, ldx] (T tokens used) into the tiled layout.
   void (*quantize)(const float* x, int64_t ldx, int K, int T, float inv_scale, int zp, uint8_t* out,
                    int q0, int q1);
+  // Elementwise encoder work (elementwise_impl.h): LayerNorm of (x + res) over the H features of
+  // tokens [t0, t1) of feature-major x [H, ld]; softmax of contiguous rows with an optional additive
+  // bias per column; exact GELU in place with the rational erf's 7 + 5 coefficients.
+  void (*layernorm)(float* x, const float* res, int64_t ld, int H, int t0, int t1, const float* gamma,
+                    const float* beta, float eps);
+  void (*softmax)(float* s, int64_t rows, int len, const float* bias);
+  void (*gelu)(float* v, int64_t n, const float* P, const float* Q, float clamp);
 };
 
 const IsaOps* ops_portable();

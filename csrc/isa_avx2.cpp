@@ -11,6 +11,7 @@ namespace pruneofa {
 namespace {
 
 #include "kernel_impl.h"
+#include "elementwise_impl.h"
 
 struct I8 {
   struct Acc {
@@ -138,7 +139,7 @@ void quantize(const float* x, int64_t ldx, int K, int T, float inv_scale, int zp
 void int8_rows(const Int8Args& a, int r0, int r1) { int8_rows_impl<I8>(a, r0, r1); }
 void f32_rows(const F32Args& a, int r0, int r1) { f32_rows_impl<F32>(a, r0, r1); }
 
-const IsaOps kOps = {"avx2", int8_rows, f32_rows, minmax, quantize};
+const IsaOps kOps = {"avx2", int8_rows, f32_rows, minmax, quantize, layernorm_cols, softmax_rows, gelu};
 
 }  // namespace
 

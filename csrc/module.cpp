@@ -171,25 +171,37 @@ NB_MODULE(_kernels, m) {
         return out ? nb::cast(*out) : nb::cast(fresh);
       });
 
-  // Exact (erf) GELU in place: x * (1/2 + u P(u^2) / Q(u^2)), u = clamp(x); the rational erf's
-  // coefficients come from Python (runtime/ops.py holds them once). One fused pass instead of ~25
-  // NumPy passes; the compiler vectorises the loop.
-  m.def("gelu_rational_", [](nb::ndarray<float, nb::ndim<1>, nb::c_contig, nb::device::cpu> x, In1<double> p,
-                             In1<double> q, double clamp) {
-    // Fixed degrees (7 numerator, 5 denominator coefficients) so the loop has no inner loops and vectorises.
-    if (p.shape(0) != 7 || q.shape(0) != 5) throw std::invalid_argument("gelu_rational_ expects 7 + 5 coefficients");
-    float P[7], Q[5];
-    for (int k = 0; k < 7; ++k) P[k] = (float)p.data()[k];
-    for (int k = 0; k < 5; ++k) Q[k] = (float)q.data()[k];
-    const float c = (float)clamp;
-    float* __restrict v = x.data();
-    const size_t n = x.shape(0);
+  // The encoder's elementwise work, on the best ISA the CPU has (isa=0) or a forced one. All in place.
+  using Buf2 = nb::ndarray<float, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
+  m.def("add_layer_norm_", [](Buf2 x, std::optional<In2<float>> res, In1<float> gamma, In1<float> beta, float eps,
+                              int isa) {
+    const IsaOps* ops = select_isa(isa);
+    const int H = (int)x.shape(0), T = (int)x.shape(1);
+    if ((int)gamma.shape(0) != H || (int)beta.shape(0) != H)
+      throw std::invalid_argument("gamma and beta must have H=" + std::to_string(H) + " entries");
+    if (res && (res->shape(0) != x.shape(0) || res->shape(1) != x.shape(1)))
+      throw std::invalid_argument("residual must have the shape of x");
     nb::gil_scoped_release r;
-    for (size_t i = 0; i < n; ++i) {
-      const float u = std::min(std::max(v[i], -c), c), z = u * u;
-      const float num = (((((P[0] * z + P[1]) * z + P[2]) * z + P[3]) * z + P[4]) * z + P[5]) * z + P[6];
-      const float den = (((Q[0] * z + Q[1]) * z + Q[2]) * z + Q[3]) * z + Q[4];
-      v[i] *= 0.5f + u * num / den;
-    }
+    add_layer_norm(ops, x.data(), res ? res->data() : nullptr, H, T, gamma.data(), beta.data(), eps);
+  });
+  // Softmax of the rows of a [rows, len] array; runs on the calling thread (the runtime calls it
+  // from its own per-head workers), with the GIL released.
+  m.def("softmax_rows_", [](Buf2 s, std::optional<In1<float>> bias, int isa) {
+    const IsaOps* ops = select_isa(isa);
+    const int64_t rows = (int64_t)s.shape(0);
+    const int len = (int)s.shape(1);
+    if (len == 0) return;
+    if (bias && (int)bias->shape(0) != len) throw std::invalid_argument("bias must have one entry per column");
+    nb::gil_scoped_release r;
+    ops->softmax(s.data(), rows, len, bias ? bias->data() : nullptr);
+  });
+  // Exact (erf) GELU in place: x * (1/2 + u P(u^2) / Q(u^2)), u = clamp(x); the rational erf's
+  // coefficients come from Python (runtime/ops.py holds them once).
+  m.def("gelu_rational_", [](nb::ndarray<float, nb::ndim<1>, nb::c_contig, nb::device::cpu> x, In1<float> p,
+                             In1<float> q, float clamp, int isa) {
+    if (p.shape(0) != 7 || q.shape(0) != 5) throw std::invalid_argument("gelu_rational_ expects 7 + 5 coefficients");
+    const IsaOps* ops = select_isa(isa);
+    nb::gil_scoped_release r;
+    gelu(ops, x.data(), (int64_t)x.shape(0), p.data(), q.data(), clamp);
   });
 }

@@ -305,4 +305,24 @@ void f32_matmul(const IsaOps* ops, const F32Packed& w, const float* xt, int T, f
   });
 }
 
+// ---------------------------------------------------------------- elementwise
+void add_layer_norm(const IsaOps* ops, float* x, const float* res, int H, int T, const float* gamma,
+                    const float* beta, float eps) {
+  // Whole 16-token tiles per thread: each thread's column block starts on a cache line.
+  const int tiles = (T + kTok - 1) / kTok;
+  const int nt = std::max(1, std::min({get_num_threads(), tiles, (int)((int64_t)H * T / 16384)}));
+  pool().run(nt, [&](int c) {
+    const int a = std::min(T, tiles * c / nt * kTok), b = std::min(T, tiles * (c + 1) / nt * kTok);
+    if (b > a) ops->layernorm(x, res, T, H, a, b, gamma, beta, eps);
+  });
+}
+
+void gelu(const IsaOps* ops, float* v, int64_t n, const float* P, const float* Q, float clamp) {
+  const int nt = std::max(1, std::min<int>(get_num_threads(), (int)(n / 65536)));
+  pool().run(nt, [&](int c) {
+    const int64_t a = n * c / nt / 16 * 16, b = c + 1 == nt ? n : n * (c + 1) / nt / 16 * 16;
+    if (b > a) ops->gelu(v + a, b - a, P, Q, clamp);
+  });
+}
+
 }  // namespace pruneofa

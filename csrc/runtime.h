@@ -56,4 +56,10 @@ void int8_matmul(const IsaOps* ops, const Int8Packed& w, const uint8_t* xt, int 
                  int32_t* out_i32, float* out_f32);
 void f32_matmul(const IsaOps* ops, const F32Packed& w, const float* xt, int T, float* out);
 
+// The encoder's elementwise work on the pool (tokens or elements split across threads; small
+// arrays stay on the calling thread). x, res: feature-major [H, T]; res may be null.
+void add_layer_norm(const IsaOps* ops, float* x, const float* res, int H, int T, const float* gamma,
+                    const float* beta, float eps);
+void gelu(const IsaOps* ops, float* v, int64_t n, const float* P, const float* Q, float clamp);
+
 }  // namespace pruneofa

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import platform
 import random
@@ -101,7 +102,13 @@ def ort_session(dense: Any, batch: int, seq: int, threads: int, tmp: Path) -> An
             torch.onnx.export(Logits(dense), (ids, torch.ones_like(ids), ids), str(src), dynamo=False,
                               opset_version=17, input_names=["input_ids", "attention_mask", "token_type_ids"],
                               output_names=["logits"], do_constant_folding=True)
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.WARNING)  # onnxruntime's quantizer logs a line per tensor on the root logger
+        try:
+            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+        finally:
+            root.setLevel(level)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1

@@ -190,9 +190,10 @@ class Encoder:
             self._layer(layer, ws, b, t)
         return h
 
-    def _ln_(self, x: np.ndarray, gb: tuple[np.ndarray, np.ndarray], ws: dict[str, np.ndarray]) -> None:
+    def _ln_(self, x: np.ndarray, gb: tuple[np.ndarray, np.ndarray], ws: dict[str, np.ndarray],
+             residual: np.ndarray | None = None) -> None:
         t0 = time.perf_counter()
-        ops.layer_norm_(x, gb[0], gb[1], self.eps, ws["mean"], ws["var"])
+        ops.layer_norm_(x, gb[0], gb[1], self.eps, ws["mean"], ws["var"], residual)
         self.timer.lap("layernorm", t0)
 
     def _layer(self, layer: dict, ws: dict[str, np.ndarray], b: int, t: int) -> None:
@@ -200,21 +201,18 @@ class Encoder:
         layer["qkv"](h, qkv)
         self._attention(ws, b, t)
         layer["attn_out"](ctx, tmp)
-        t0 = time.perf_counter()
-        h += tmp  # residual, then LayerNorm in place: h is the new hidden state
-        self.timer.lap("layernorm", t0)
-        self._ln_(h, layer["attn_ln"], ws)
+        self._ln_(h, layer["attn_ln"], ws, residual=tmp)  # h = LayerNorm(h + attention output)
         layer["ffn_in"](h, inter)
         t0 = time.perf_counter()
-        flat = inter.size
-        self.splitter.run(lambda lo, hi: self.act(inter, self._scratch[lo * self.splitter.threads // flat],
-                                                  lo, hi), flat)
+        if self.act is ops.gelu_ and ops._fused is not None:  # one vectorised call, threaded in the extension
+            self.act(inter, None)
+        else:
+            flat = inter.size
+            self.splitter.run(lambda lo, hi: self.act(inter, self._scratch[lo * self.splitter.threads // flat],
+                                                      lo, hi), flat)
         self.timer.lap("gelu", t0)
         layer["ffn_out"](inter, tmp)
-        t0 = time.perf_counter()
-        h += tmp
-        self.timer.lap("layernorm", t0)
-        self._ln_(h, layer["ffn_ln"], ws)
+        self._ln_(h, layer["ffn_ln"], ws, residual=tmp)
 
     def _attention(self, ws: dict[str, np.ndarray], b: int, t: int) -> None:
         """ctx = softmax(Q^T K / sqrt(d) + mask) V^T per (sequence, head); the scale is in Q's weights."""
@@ -231,15 +229,18 @@ class Encoder:
         clock = time.perf_counter if self.timer.split_quantize else None
 
         def part(lo: int, hi: int) -> None:
-            # j enumerates (sequence, head) pairs; one softmax call over the part's contiguous slab of
-            # scores (per-head NumPy calls cost more in call overhead than in arithmetic at T=128).
+            # j enumerates (sequence, head) pairs; one softmax call per sequence over the part's contiguous
+            # slab of its heads' scores (per-head calls cost more in overhead than in arithmetic at T=128).
             for j in range(lo, hi):
                 bi, hd = divmod(j, nh)
                 np.matmul(q4[hd, :, bi, :].T, k4[hd, :, bi, :], out=scores[j])
-                if bias is not None:
-                    scores[j] += bias[bi]
             t1 = clock() if clock else 0.0
-            ops.softmax_(scores[lo:hi], rowmax[lo:hi])
+            j = lo
+            while j < hi:
+                bi = j // nh
+                end = min(hi, (bi + 1) * nh)
+                ops.softmax_(scores[j:end], rowmax[j:end], None if bias is None else bias[bi])
+                j = end
             if clock:
                 soft[0] += clock() - t1
             for j in range(lo, hi):

@@ -17,10 +17,11 @@ import math
 
 import numpy as np
 
-try:  # the compiled extension; the NumPy paths below stay as the portable fallback
-    from pruneofa.runtime import _kernels as _fused
-except ImportError:  # pragma: no cover - the package always builds it
-    _fused = None
+from pruneofa.runtime import kernels
+
+# The compiled extension's fused loops. The NumPy paths below compute the same functions; they are the
+# reference the fused loops are tested against (tests set ``_fused = None`` to run them).
+_fused = kernels._k
 
 _CHUNK = 1 << 16  # floats per chunk of an elementwise chain (256 KiB: the live chunks stay in L2)
 
@@ -72,21 +73,27 @@ _GELU_Q = tuple(c * 0.5 ** (len(_ERF_Q) - 1 - k) for k, c in enumerate(_ERF_Q))
 _GELU_CLAMP = 4.0 * math.sqrt(2.0)
 
 
-_GELU_P64 = np.asarray(_GELU_P, dtype=np.float64)
-_GELU_Q64 = np.asarray(_GELU_Q, dtype=np.float64)
+_GELU_P32 = np.asarray(_GELU_P, dtype=np.float32)
+_GELU_Q32 = np.asarray(_GELU_Q, dtype=np.float32)
 
 
-def gelu_(x: np.ndarray, scratch: Scratch, start: int = 0, stop: int | None = None) -> None:
+def _isa(force_isa: str | None) -> int:
+    return kernels._isa_code(force_isa)
+
+
+def gelu_(x: np.ndarray, scratch: Scratch | None = None, start: int = 0, stop: int | None = None,
+          force_isa: str | None = None) -> None:
     """Exact (erf) GELU in place on the flat range [start, stop) of a C-contiguous array.
 
-    One fused pass in the compiled extension when it is there (it releases the GIL, so the runtime's
-    threads split it); the NumPy chain below computes the same rational function otherwise.
+    One fused pass in the compiled extension when it is there (vectorised for the CPU's ISA and split
+    across the kernels' threads); the NumPy chain below computes the same rational function otherwise.
     """
     flat = x.reshape(-1)
     stop = flat.size if stop is None else stop
     if _fused is not None:
-        _fused.gelu_rational_(flat[start:stop], _GELU_P64, _GELU_Q64, _GELU_CLAMP)
+        _fused.gelu_rational_(flat[start:stop], _GELU_P32, _GELU_Q32, _GELU_CLAMP, _isa(force_isa))
         return
+    scratch = scratch or Scratch()
     for lo in range(start, stop, _CHUNK):
         v = flat[lo:min(lo + _CHUNK, stop)]
         n = v.size
@@ -128,13 +135,18 @@ def relu_(x: np.ndarray, scratch: Scratch, start: int = 0, stop: int | None = No
 ACTIVATIONS = {"gelu": gelu_, "gelu_new": gelu_tanh_, "gelu_pytorch_tanh": gelu_tanh_, "relu": relu_}
 
 
-def layer_norm_(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float,
-                mean: np.ndarray, var: np.ndarray) -> None:
-    """LayerNorm over features (axis 0) of feature-major ``x [H, T]``, in place.
+def layer_norm_(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, mean: np.ndarray,
+                var: np.ndarray, residual: np.ndarray | None = None, force_isa: str | None = None) -> None:
+    """``x = LayerNorm(x + residual)`` over features (axis 0) of feature-major ``x [H, T]``, in place.
 
-    ``gamma``/``beta`` are ``[H, 1]`` float32; ``mean``/``var`` are ``[T]`` scratch. Two passes
-    (mean, then centred variance) as PyTorch does, so no cancellation on large activations.
+    ``gamma``/``beta`` are ``[H, 1]`` float32; ``mean``/``var`` are ``[T]`` scratch (NumPy path only).
+    Two passes (mean, then centred variance) as PyTorch does, so no cancellation on large activations.
     """
+    if _fused is not None:
+        _fused.add_layer_norm_(x, residual, gamma.reshape(-1), beta.reshape(-1), float(eps), _isa(force_isa))
+        return
+    if residual is not None:
+        x += residual
     inv_h = np.float32(1.0 / x.shape[0])
     np.sum(x, axis=0, out=mean)
     mean *= inv_h
@@ -149,8 +161,16 @@ def layer_norm_(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float,
     x += beta
 
 
-def softmax_(s: np.ndarray, rowmax: np.ndarray) -> None:
-    """Softmax over the last axis, in place; ``rowmax`` is scratch of shape ``s.shape[:-1] + (1,)``."""
+def softmax_(s: np.ndarray, rowmax: np.ndarray, bias: np.ndarray | None = None,
+             force_isa: str | None = None) -> None:
+    """Softmax over the last axis of a C-contiguous ``s``, in place, after adding ``bias`` (broadcast over
+    rows: the attention mask's -1e30 on padded keys). ``rowmax`` is scratch of shape
+    ``s.shape[:-1] + (1,)`` (NumPy path only). The fused path runs on the calling thread."""
+    if _fused is not None:
+        _fused.softmax_rows_(s.reshape(-1, s.shape[-1]), None if bias is None else bias.reshape(-1), _isa(force_isa))
+        return
+    if bias is not None:
+        s += bias.reshape(-1)
     np.max(s, axis=-1, keepdims=True, out=rowmax)
     s -= rowmax
     np.exp(s, out=s)
