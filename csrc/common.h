@@ -8,7 +8,7 @@
 
 namespace pruneofa {
 
-enum Isa : int { ISA_AUTO = 0, ISA_PORTABLE = 1, ISA_AVX2 = 2, ISA_AVX512 = 3 };
+enum Isa : int { ISA_AUTO = 0, ISA_PORTABLE = 1, ISA_AVX2 = 2, ISA_AVX512 = 3, ISA_AVX512_EMULATED = 4 };
 
 // Activations live in token tiles of kTok tokens: int8 path [T/16][K/4][16][4] uint8 (one 64-byte
 // line holds 4 consecutive K for 16 tokens, i.e. one vpdpbusd operand), fp32 path [T/16][K][16].
@@ -80,5 +80,6 @@ struct IsaOps {
 const IsaOps* ops_portable();
 const IsaOps* ops_avx2();    // null when not compiled in
 const IsaOps* ops_avx512();  // null when not compiled in
+const IsaOps* ops_avx512_emulated();  // the AVX-512 code on SIMDe; null when not compiled in
 
 }  // namespace pruneofa

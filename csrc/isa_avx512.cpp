@@ -1,7 +1,19 @@
 // AVX-512 path: int8 uses VNNI vpdpbusd (u8 activations x s8 weights, 4 products summed into each
 // int32 lane, no saturation), fp32 uses 512-bit FMA. Compiled with -mavx512f -mavx512bw
 // -mavx512vl -mavx512vnni; only called after a cpuid check for all of them.
+//
+// isa_avx512_emulated.cpp compiles this same file against SIMDe's portable implementations of these
+// intrinsics, so a CPU without AVX-512 (this project's CI) runs and tests the very code of this path.
+#ifdef PRUNEOFA_AVX512_EMULATED
+#define SIMDE_ENABLE_NATIVE_ALIASES
+#include <simde/x86/avx512.h>
+#define PRUNEOFA_AVX512_OPS ops_avx512_emulated
+#define PRUNEOFA_AVX512_NAME "avx512_vnni_emulated"
+#else
 #include <immintrin.h>
+#define PRUNEOFA_AVX512_OPS ops_avx512
+#define PRUNEOFA_AVX512_NAME "avx512_vnni"
+#endif
 
 #include "common.h"
 
@@ -91,10 +103,10 @@ void quantize(const float* x, int64_t ldx, int K, int T, float inv_scale, int zp
 void int8_rows(const Int8Args& a, int r0, int r1) { int8_rows_impl<I8>(a, r0, r1); }
 void f32_rows(const F32Args& a, int r0, int r1) { f32_rows_impl<F32>(a, r0, r1); }
 
-const IsaOps kOps = {"avx512_vnni", int8_rows, f32_rows, minmax, quantize, layernorm_cols, softmax_rows, gelu};
+const IsaOps kOps = {PRUNEOFA_AVX512_NAME, int8_rows, f32_rows, minmax, quantize, layernorm_cols, softmax_rows, gelu};
 
 }  // namespace
 
-const IsaOps* ops_avx512() { return &kOps; }
+const IsaOps* PRUNEOFA_AVX512_OPS() { return &kOps; }
 
 }  // namespace pruneofa

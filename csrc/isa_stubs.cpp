@@ -9,4 +9,7 @@ const IsaOps* ops_avx2() { return nullptr; }
 #ifndef PRUNEOFA_HAVE_AVX512
 const IsaOps* ops_avx512() { return nullptr; }
 #endif
+#ifndef PRUNEOFA_HAVE_AVX512_EMULATED
+const IsaOps* ops_avx512_emulated() { return nullptr; }
+#endif
 }  // namespace pruneofa

@@ -64,6 +64,7 @@ NB_MODULE(_kernels, m) {
   m.def("cpu_has", &cpu_has);
   m.def("compiled_avx2", &compiled_avx2);
   m.def("compiled_avx512", &compiled_avx512);
+  m.def("compiled_avx512_emulated", &compiled_avx512_emulated);
   m.def("isa_name", [](int isa) { return std::string(select_isa(isa)->name); });
   m.def("set_num_threads", &set_num_threads);
   m.def("get_num_threads", &get_num_threads);

@@ -86,6 +86,7 @@ bool cpu_has(const char* f) {
 
 bool compiled_avx2() { return ops_avx2() != nullptr; }
 bool compiled_avx512() { return ops_avx512() != nullptr; }
+bool compiled_avx512_emulated() { return ops_avx512_emulated() != nullptr; }
 
 static bool can_avx2() { return compiled_avx2() && cpu_has("avx2") && cpu_has("fma"); }
 static bool can_avx512() {
@@ -109,6 +110,10 @@ const IsaOps* select_isa(int isa) {
         throw std::runtime_error(
             "isa 'vnni' unavailable: needs AVX-512 F/BW/VL/VNNI in the CPU and the build");
       return ops_avx512();
+    case ISA_AVX512_EMULATED:
+      if (!compiled_avx512_emulated())
+        throw std::runtime_error("isa 'vnni-emulated' unavailable: the build found no SIMDe headers (simde-py)");
+      return ops_avx512_emulated();
   }
   throw std::runtime_error("unknown isa code " + std::to_string(isa));
 }

@@ -35,6 +35,7 @@ const IsaOps* select_isa(int isa);
 bool cpu_has(const char* feature);
 bool compiled_avx2();
 bool compiled_avx512();
+bool compiled_avx512_emulated();
 
 void set_num_threads(int n);
 int get_num_threads();

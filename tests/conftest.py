@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM
@@ -18,6 +20,14 @@ def tiny_bert_config(**overrides) -> BertConfig:
     )
     values.update(overrides)
     return BertConfig(**values)
+
+
+@pytest.fixture
+def private_cache(tmp_path, monkeypatch) -> Path:
+    """An empty PRUNEOFA_CACHE of the test's own: it reads no user download and no other test's files."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("PRUNEOFA_CACHE", str(cache))
+    return cache
 
 
 @pytest.fixture

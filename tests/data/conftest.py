@@ -26,11 +26,9 @@ def write_vocab(folder: Path, specials: list[str], wordpiece: bool = True) -> Pa
 
 
 @pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch) -> Path:
-    """Every data test gets its own empty cache: nothing leaks between tests or from the user cache."""
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("PRUNEOFA_CACHE", str(cache))
-    return cache
+def _own_cache(private_cache: Path) -> Path:
+    """Every test here runs on its own empty cache (the root conftest's `private_cache`)."""
+    return private_cache
 
 
 @pytest.fixture

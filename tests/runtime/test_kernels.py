@@ -2,7 +2,9 @@
 
 Integer results are compared exactly with an int64 reference; dequantized float outputs within
 rtol 1e-5 plus 1e-5 of the output's largest magnitude (float32 rounding of scale * (acc - corr)).
-Paths the CPU lacks (e.g. "vnni" without AVX-512 VNNI) are skipped, and say so.
+Paths the CPU lacks (e.g. "vnni" without AVX-512 VNNI) are skipped, and say so; "vnni-emulated" runs the
+"vnni" path's own kernel code on SIMDe's portable intrinsics, so its loops, edges and stores are tested
+on every CPU.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import pytest
 
 kernels = pytest.importorskip("pruneofa.runtime.kernels", reason="compiled kernels not built")
 
-ISAS = ["vnni", "avx2", "portable"]
+ISAS = ["vnni", "vnni-emulated", "avx2", "portable"]
 # (N, K, T): ragged N and K (not multiples of 4/16/64), T not a multiple of the 16-token tile, T=1,
 # and enough rows (N >= 32) that two threads split the work.
 SHAPES = [(1, 1, 1), (5, 3, 1), (37, 53, 21), (64, 64, 16), (17, 130, 129), (70, 257, 48), (96, 200, 300)]
@@ -189,3 +191,5 @@ def test_cpu_features_reports_dispatch():
     feats = kernels.cpu_features()
     assert feats["auto_isa"] in ("vnni", "avx2", "portable")
     assert "portable" in kernels.available_isas()
+    # simde-py is a build requirement, so the VNNI path's code is always built and tested, emulated
+    assert feats["compiled_avx512_emulated"] and "vnni-emulated" in kernels.available_isas()

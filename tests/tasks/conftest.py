@@ -21,11 +21,9 @@ PUNCT = list(".,!?'\"()-:;")
 
 
 @pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch) -> Path:
-    """Each test gets its own empty cache, so no test reads the user's downloads or another test's files."""
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("PRUNEOFA_CACHE", str(cache))
-    return cache
+def _own_cache(private_cache: Path) -> Path:
+    """Every test here runs on its own empty cache (the root conftest's `private_cache`)."""
+    return private_cache
 
 
 @pytest.fixture

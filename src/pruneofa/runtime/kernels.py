@@ -23,7 +23,8 @@ Layout and quantization (the contract the whole-encoder runtime builds on):
 
 ISA paths: "vnni" (AVX-512 VNNI ``vpdpbusd``; fp32 uses AVX-512F), "avx2" (AVX2 ``vpmaddwd`` on
 even/odd bytes, exact; fp32 uses FMA), "portable" (plain C++, any CPU). ``force_isa=None`` picks
-the best the CPU has.
+the best the CPU has. "vnni-emulated" is the "vnni" path's own code compiled on SIMDe's portable
+intrinsics: slow, never picked automatically, there so that CPUs without AVX-512 test that code.
 """
 
 from __future__ import annotations
@@ -35,14 +36,15 @@ import numpy as np
 
 from pruneofa.runtime import _kernels as _k
 
-Isa = Literal["vnni", "avx2", "portable"]
-_ISA_CODES = {None: 0, "auto": 0, "portable": 1, "avx2": 2, "vnni": 3}
+Isa = Literal["vnni", "avx2", "portable", "vnni-emulated"]
+_ISA_CODES = {None: 0, "auto": 0, "portable": 1, "avx2": 2, "vnni": 3, "vnni-emulated": 4}
 _PATTERNS = ("block1x4", "unstructured")
 
 
 def _isa_code(force_isa: str | None) -> int:
     if force_isa not in _ISA_CODES:
-        raise ValueError(f"force_isa={force_isa!r}: expected one of 'vnni', 'avx2', 'portable' or None (auto)")
+        raise ValueError(f"force_isa={force_isa!r}: expected one of 'vnni', 'avx2', 'portable', 'vnni-emulated' "
+                         "or None (auto)")
     code = _ISA_CODES[force_isa]
     _k.isa_name(code)  # raises RuntimeError naming the missing CPU feature
     return code
@@ -53,14 +55,15 @@ def cpu_features() -> dict:
     feats = {f: _k.cpu_has(f) for f in ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512vnni")}
     feats["compiled_avx2"] = _k.compiled_avx2()
     feats["compiled_avx512"] = _k.compiled_avx512()
+    feats["compiled_avx512_emulated"] = _k.compiled_avx512_emulated()
     feats["auto_isa"] = {"avx512_vnni": "vnni"}.get(_k.isa_name(0), _k.isa_name(0))
     return feats
 
 
 def available_isas() -> list[str]:
-    """The force_isa values this CPU and build can run."""
+    """The force_isa values this CPU and build can run (fastest first; "vnni-emulated" last, tests only)."""
     out = []
-    for name in ("vnni", "avx2", "portable"):
+    for name in ("vnni", "avx2", "portable", "vnni-emulated"):
         try:
             _k.isa_name(_ISA_CODES[name])
         except RuntimeError:

@@ -19,9 +19,10 @@ from pruneofa.data.mlm import BatchStream, MaskedBatch, MLMMasker, fixed_eval_ba
 from pruneofa.distill import FrozenTeacher
 from pruneofa.errors import PruneofaError
 from pruneofa.fsutil import atomic_write_text
-from pruneofa.modeling import load_model, load_tokenizer, save_model
+from pruneofa.modeling import load_model, load_tokenizer
 from pruneofa.pruning.schedule import GMPSchedule
 from pruneofa.pruning.sparsifier import Sparsifier
+from pruneofa.train.common import finish_stage, resolve_device
 from pruneofa.train.distributed import current
 from pruneofa.train.loop import MLMTrainer, PhaseSpec, evaluate_mlm
 from pruneofa.train.metrics import MetricsLog
@@ -29,14 +30,6 @@ from pruneofa.train.pipeline import register_stage
 from pruneofa.train.summary import print_summary
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise PruneofaError("the recipe asks for device 'cuda' but no CUDA GPU is available")
-    return torch.device(name)
 
 
 @dataclass
@@ -80,32 +73,6 @@ def _trainer(model: nn.Module, spec: PhaseSpec, data: MLMData, stage_cfg: Any, o
                       out_dir=out_dir, device=device, seed=recipe.seed, metrics=metrics, stage=stage, **kwargs)
 
 
-def _finish(out_dir: Path, model: nn.Module, tokenizer: Any, sparsifier: Sparsifier | None,
-            summary: dict[str, Any], extra_files: dict[str, str] | None = None) -> None:
-    """Save the stage's model folder (atomically, keeping the metrics and checkpoints beside it).
-
-    Under several processes only the main one writes; the others wait for it.
-    """
-    dist = current()
-    if dist.is_main:
-        _save_stage(out_dir, model, tokenizer, sparsifier, summary, extra_files)
-    dist.barrier()
-
-
-def _save_stage(out_dir: Path, model: nn.Module, tokenizer: Any, sparsifier: Sparsifier | None,
-                summary: dict[str, Any], extra_files: dict[str, str] | None) -> None:
-    keep = {name: (out_dir / name) for name in ("metrics.jsonl",)}
-    texts = {name: path.read_text() for name, path in keep.items() if path.is_file()}
-    checkpoints = out_dir / "checkpoints"
-    parked = out_dir.with_name(f".{out_dir.name}.checkpoints")
-    if checkpoints.is_dir():
-        checkpoints.rename(parked)
-    extra = {**texts, **(extra_files or {}), "summary.json": json.dumps(summary, indent=2)}
-    save_model(model, out_dir, tokenizer, sparsifier, extra_files=extra)
-    if parked.is_dir():
-        parked.rename(checkpoints)
-
-
 @register_stage("teacher")
 def run_teacher(recipe: Recipe, cfg: TeacherStage, model_in: str, out_dir: Path, resume: bool) -> Path:
     """Teacher preparation: build the MLM head if the checkpoint lacks one, warm it up, then adapt all."""
@@ -138,7 +105,7 @@ def run_teacher(recipe: Recipe, cfg: TeacherStage, model_in: str, out_dir: Path,
     evals.setdefault("after", evals.get("after_head_warmup", evals["before"]))
     summary = {"stage": "teacher", "model": model_in, "head_built": bool(head_missing), "eval": evals,
                "data": data.info, "seconds": round(time.perf_counter() - began, 1)}
-    _finish(out_dir, model.cpu(), tokenizer, None, summary)
+    finish_stage(out_dir, model.cpu(), tokenizer, None, summary)
     print_summary("teacher", summary)
     return out_dir
 
@@ -167,7 +134,7 @@ def run_pretrain(recipe: Recipe, cfg: PretrainStage, model_in: str, out_dir: Pat
     summary = {"stage": "pretrain", "model": model_in, "eval": evals, "sparsity": report.overall(),
                "distill": cfg.distill.model_dump(), "data": data.info,
                "seconds": round(time.perf_counter() - began, 1), "steps": cfg.steps}
-    _finish(out_dir, student.cpu(), tokenizer, sparsifier, summary)
+    finish_stage(out_dir, student.cpu(), tokenizer, sparsifier, summary)
     print(report.table())
     print_summary("pretrain", summary)
     if current().is_main:

@@ -30,10 +30,10 @@ from pruneofa.tasks.base import TaskData
 from pruneofa.tasks.classification import classification_collator, compute_metrics, encode_classification
 from pruneofa.tasks.qa import postprocess, prepare_eval_features, prepare_train_features, qa_collator
 from pruneofa.tasks.squad_eval import squad_metrics
+from pruneofa.train.common import finish_stage, resolve_device
 from pruneofa.train.distributed import current
 from pruneofa.train.loop import PhaseSpec, Trainer
 from pruneofa.train.metrics import MetricsLog
-from pruneofa.train.mlm_stages import _finish, resolve_device
 from pruneofa.train.pipeline import register_stage
 from pruneofa.train.summary import print_summary
 
@@ -231,7 +231,7 @@ def _run_task_stage(recipe: Recipe, cfg: FinetuneStage | TransferStage, out_dir:
         if current().is_main:
             atomic_write_text(out_dir / "audit.json", report.to_json())
     extra = {QAT_FILE: json.dumps(qat_metadata(cfg.quant, swapped), indent=2)} if qat else {}
-    _finish(out_dir, model, tokenizer, sparsifier, summary, extra)
+    finish_stage(out_dir, model, tokenizer, sparsifier, summary, extra)
     print_summary(kind, summary)
     return out_dir
 
