@@ -315,7 +315,7 @@ void add_layer_norm(const IsaOps* ops, float* x, const float* res, int H, int T,
                     const float* beta, float eps) {
   // Whole 16-token tiles per thread: each thread's column block starts on a cache line.
   const int tiles = (T + kTok - 1) / kTok;
-  const int nt = std::max(1, std::min({get_num_threads(), tiles, (int)((int64_t)H * T / 16384)}));
+  const int nt = std::max(1, std::min({get_num_threads(), tiles, (int)((int64_t)H * T / 131072)}));
   pool().run(nt, [&](int c) {
     const int a = std::min(T, tiles * c / nt * kTok), b = std::min(T, tiles * (c + 1) / nt * kTok);
     if (b > a) ops->layernorm(x, res, T, H, a, b, gamma, beta, eps);

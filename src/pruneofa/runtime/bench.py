@@ -104,7 +104,7 @@ def ort_session(dense: Any, batch: int, seq: int, threads: int, tmp: Path) -> An
                               output_names=["logits"], do_constant_folding=True)
         root = logging.getLogger()
         level = root.level
-        root.setLevel(logging.WARNING)  # onnxruntime's quantizer logs a line per tensor on the root logger
+        root.setLevel(logging.ERROR)  # onnxruntime's quantizer logs a line per tensor, and advice, on the root logger
         try:
             quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
         finally:
