@@ -27,6 +27,7 @@ import platform
 import random
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,8 @@ def ort_session(dense: Any, batch: int, seq: int, threads: int, tmp: Path) -> An
                 return self.m(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
 
         ids = torch.zeros((batch, seq), dtype=torch.int64)
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer notes on HF's mask code; the static shape is intended
             torch.onnx.export(Logits(dense), (ids, torch.ones_like(ids), ids), str(src), dynamo=False,
                               opset_version=17, input_names=["input_ids", "attention_mask", "token_type_ids"],
                               output_names=["logits"], do_constant_folding=True)
@@ -138,8 +140,10 @@ def bench_config(models: dict[str, Any], runtimes: dict[str, Any], batch: int, s
     ids_np = rng.integers(1000, models["config"].vocab_size, size=(batch, seq), dtype=np.int64)
     mask_np, types_np = np.ones_like(ids_np), np.zeros_like(ids_np)
     ids, mask, types = (torch.from_numpy(a) for a in (ids_np, mask_np, types_np))
-    qdense = models.setdefault("torch_int8", torch.ao.quantization.quantize_dynamic(
-        copy.deepcopy(dense), {torch.nn.Linear}, dtype=torch.qint8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the deprecation notice of torch's quantized tensors
+        qdense = models.setdefault("torch_int8", torch.ao.quantization.quantize_dynamic(
+            copy.deepcopy(dense), {torch.nn.Linear}, dtype=torch.qint8))
     sess = ort_session(dense, batch, seq, threads, tmp)
     feeds = {"input_ids": ids_np, "attention_mask": mask_np, "token_type_ids": types_np}
     block, unstr = runtimes["block1x4"], runtimes["unstructured"]
