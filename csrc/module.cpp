@@ -69,19 +69,21 @@ NB_MODULE(_kernels, m) {
   m.def("set_num_threads", &set_num_threads);
   m.def("get_num_threads", &get_num_threads);
 
-  m.def("quantize", [](In2<float> x, int isa) {
+  m.def("quantize", [](In2<float> x, int isa, std::optional<float> static_scale, int static_zp) {
     const IsaOps* ops = select_isa(isa);
+    if (static_scale && !(*static_scale > 0.0f)) throw std::invalid_argument("static_scale must be > 0");
+    if (static_zp < 0 || static_zp > 255) throw std::invalid_argument("static_zp must be in [0, 255]");
     const int K = (int)x.shape(0), T = (int)x.shape(1);
     auto out = new_array<uint8_t>({(size_t)int8_tiled_bytes(K, T)});
-    float scale;
-    int zp;
+    float scale = static_scale ? *static_scale : 0.0f;
+    int zp = static_zp;
     {
       nb::gil_scoped_release r;
-      quant_params(ops, x.data(), (int64_t)K * T, &scale, &zp);
+      if (!static_scale) quant_params(ops, x.data(), (int64_t)K * T, &scale, &zp);
       quantize_tiled(ops, x.data(), K, T, scale, zp, out.data());
     }
     return nb::make_tuple(out, scale, zp);
-  });
+  }, nb::arg("x"), nb::arg("isa"), nb::arg("static_scale").none() = nb::none(), nb::arg("static_zp") = 0);
   m.def("tile_u8", [](In2<uint8_t> xq) {
     const int K = (int)xq.shape(0), T = (int)xq.shape(1);
     auto out = new_array<uint8_t>({(size_t)int8_tiled_bytes(K, T)});
@@ -125,11 +127,15 @@ NB_MODULE(_kernels, m) {
              }
              return y;
            })
-      .def("forward", [](const Int8Packed& p, In2<float> x, int isa, std::optional<Out2<float>> out) {
+      .def("forward", [](const Int8Packed& p, In2<float> x, int isa, std::optional<Out2<float>> out,
+                         std::optional<float> static_scale, int static_zp) {
         // Quantize + tile + matmul in one call; the tiled buffer is a per-thread scratch reused
-        // across calls so steady-state inference does no large allocation.
+        // across calls so steady-state inference does no large allocation. Without static_scale the
+        // activation range is this call's (dynamic, as ONNX Runtime); with it, the QAT scale and zero point.
         const IsaOps* ops = select_isa(isa);
         check_k(x.shape(0), p.K, "x");
+        if (static_scale && !(*static_scale > 0.0f)) throw std::invalid_argument("static_scale must be > 0");
+        if (static_zp < 0 || static_zp > 255) throw std::invalid_argument("static_zp must be in [0, 255]");
         const int T = (int)x.shape(1);
         nb::ndarray<nb::numpy, float> fresh;
         float* y = out_ptr(out, fresh, p.N, T);
@@ -137,14 +143,15 @@ NB_MODULE(_kernels, m) {
           nb::gil_scoped_release r;
           thread_local std::vector<uint8_t> scratch;
           scratch.resize((size_t)int8_tiled_bytes(p.K, T));
-          float scale;
-          int zp;
-          quant_params(ops, x.data(), (int64_t)p.K * T, &scale, &zp);
+          float scale = static_scale ? *static_scale : 0.0f;
+          int zp = static_zp;
+          if (!static_scale) quant_params(ops, x.data(), (int64_t)p.K * T, &scale, &zp);
           quantize_tiled(ops, x.data(), p.K, T, scale, zp, scratch.data());
           int8_matmul(ops, p, scratch.data(), T, scale, zp, nullptr, y);
         }
         return out ? nb::cast(*out) : nb::cast(fresh);
-      });
+      }, nb::arg("x"), nb::arg("isa"), nb::arg("out").none(), nb::arg("static_scale").none() = nb::none(),
+         nb::arg("static_zp") = 0);
 
   nb::class_<F32Packed>(m, "F32Matrix")
       .def("__init__",

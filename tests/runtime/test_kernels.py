@@ -120,6 +120,30 @@ def test_int8_prequantized_uint8(isa):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+def test_int8_static_activation_scale_rounds_like_pytorch_fake_quant(isa):
+    """A QAT model's fixed (scale, zero point): q = clip(rint(x * float32(1 / scale)) + zp, 0, 255), the
+    formula of PyTorch's fake-quant, bit for bit, including values beyond the range (clipped) and ties."""
+    _need(isa)
+    rng = np.random.default_rng(4)
+    k, t, scale, zp = 70, 45, np.float32(0.037), 119
+    x = (rng.standard_normal((k, t)) * 3).astype(np.float32)
+    x[0, :8] = np.float32(scale) * (np.arange(8, dtype=np.float32) - 3.5)  # exact .5 ties before the zp
+    x[1, :2] = [-100.0, 100.0]  # clipped to 0 and 255
+    want = np.clip(np.rint(x * (np.float32(1) / scale)) + zp, 0, 255).astype(np.uint8)
+    qa = kernels.quantize_activations(x, scale=float(scale), zero_point=zp, force_isa=isa)
+    assert (qa.scale, qa.zero_point) == (float(scale), zp)
+    np.testing.assert_array_equal(_untile(qa)[0], want)
+    w = _sparse_int8(rng, 33, k, 0.9, "block1x4")
+    m = kernels.PackedLinearInt8(w, np.full(33, 0.01, np.float32), np.ones(33, np.float32), force_isa=isa)
+    ref = m.matmul_quantized(kernels.QuantizedActivations.from_uint8(want, float(scale), zp))
+    np.testing.assert_array_equal(m(x, scale=float(scale), zero_point=zp), ref)  # the fused call, same numbers
+    with pytest.raises(ValueError, match="scale"):
+        m(x, scale=0.0)
+    with pytest.raises(ValueError, match="zp"):
+        m(x, scale=1.0, zero_point=300)
+
+
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_f32_unstructured(isa, shape):
     _need(isa)

@@ -116,11 +116,22 @@ def _as_kt(x: np.ndarray, layout: str) -> np.ndarray:
     return np.ascontiguousarray(x.T if layout == "tk" else x)
 
 
-def quantize_activations(x: np.ndarray, *, layout: str = "kt", force_isa: Isa | None = None) -> QuantizedActivations:
-    """Quantize float32 activations per tensor to uint8 (ORT dynamic scheme) into the tiled layout."""
+def quantize_activations(x: np.ndarray, *, layout: str = "kt", force_isa: Isa | None = None,
+                         scale: float | None = None, zero_point: int = 0) -> QuantizedActivations:
+    """Quantize float32 activations per tensor to uint8 into the tiled layout.
+
+    Without `scale`: the ORT dynamic scheme (this tensor's range). With `scale` and `zero_point`: those
+    fixed parameters, rounded as PyTorch's fake-quant does (``rint(x * (1 / scale)) + zp``, clipped).
+    """
     x = _as_kt(x, layout)
-    data, scale, zp = _k.quantize(x, _isa_code(force_isa))
-    return QuantizedActivations(data, x.shape[0], x.shape[1], scale, zp)
+    data, s, zp = _k.quantize(x, _isa_code(force_isa), _static_scale(scale), int(zero_point))
+    return QuantizedActivations(data, x.shape[0], x.shape[1], s, zp)
+
+
+def _static_scale(scale: float | None) -> float | None:
+    if scale is not None and not float(scale) > 0:
+        raise ValueError(f"scale must be > 0, got {scale!r}")
+    return None if scale is None else float(scale)
 
 
 class PackedLinearInt8:
@@ -161,11 +172,17 @@ class PackedLinearInt8:
         """Non-zero 1x4 blocks actually multiplied (nnz padded to blocks)."""
         return self._m.nblocks
 
-    def __call__(self, x: np.ndarray, *, layout: str = "kt", out: np.ndarray | None = None) -> np.ndarray:
-        """float32 activations -> float32 outputs: quantize, tile and multiply in one native call."""
+    def __call__(self, x: np.ndarray, *, layout: str = "kt", out: np.ndarray | None = None,
+                 scale: float | None = None, zero_point: int = 0) -> np.ndarray:
+        """float32 activations -> float32 outputs: quantize, tile and multiply in one native call.
+
+        Activations are quantized with this call's range (dynamic), or with the fixed `scale` and
+        `zero_point` of a QAT model when given (see :func:`quantize_activations`).
+        """
+        s = _static_scale(scale)
         if layout == "tk":
-            return self._m.forward(_as_kt(x, layout), self.isa, None).T
-        return self._m.forward(_as_kt(x, layout), self.isa, out)
+            return self._m.forward(_as_kt(x, layout), self.isa, None, s, int(zero_point)).T
+        return self._m.forward(_as_kt(x, layout), self.isa, out, s, int(zero_point))
 
     def matmul_quantized(self, qa: QuantizedActivations, *, out: np.ndarray | None = None) -> np.ndarray:
         """Pre-quantized activations -> dequantized float32 ``[N, T]``."""

@@ -59,25 +59,20 @@ class SparseLinear:
         else:
             self._i8 = kernels.PackedLinearInt8(q, scales, bias, pattern=pattern)
         if act is not None:
-            self.act_scale = float(act["scale"])
-            self.act_inv = np.float32(1.0) / np.float32(self.act_scale)  # PyTorch fake-quant multiplies by this
+            # rounded in the kernels as PyTorch's fake-quant does: rint(x * float32(1 / scale)) + zp
+            self.act_scale = float(np.float32(act["scale"]))
             self.act_zp = int(act["zero_point"])
 
     def __call__(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
         t0 = time.perf_counter()
+        static = self.mode == "static"
         if self.mode == "fp32":
             self._f32(x, out=out)
-        elif self.mode == "dynamic" and not self.timer.split_quantize:
-            self._i8(x, out=out)
+        elif not self.timer.split_quantize:  # one native call: quantize (dynamic or QAT's), tile, multiply
+            self._i8(x, out=out, scale=self.act_scale if static else None, zero_point=self.act_zp if static else 0)
         else:
-            if self.mode == "dynamic":
-                qa = kernels.quantize_activations(x)
-            else:
-                qf = np.multiply(x, self.act_inv)
-                np.rint(qf, out=qf)
-                qf += np.float32(self.act_zp)
-                np.clip(qf, 0, 255, out=qf)
-                qa = kernels.QuantizedActivations.from_uint8(qf.astype(np.uint8), self.act_scale, self.act_zp)
+            qa = kernels.quantize_activations(x, scale=self.act_scale if static else None,
+                                              zero_point=self.act_zp if static else 0)
             t0 = self.timer.lap("quantize", t0)
             self._i8.matmul_quantized(qa, out=out)
         self.timer.lap("sparse_linear", t0)
