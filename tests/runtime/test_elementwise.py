@@ -105,3 +105,11 @@ def test_gelu_every_isa_matches_exact_gelu(isa, threads):
     idx = np.arange(0, x.size, 97)
     want = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x[idx].astype(np.float64)])
     assert (np.abs(g[idx] - want) / np.maximum(np.abs(x[idx]), 1)).max() < 3e-7
+
+
+def test_in_place_ops_refuse_a_strided_view_instead_of_writing_to_a_copy():
+    x = np.zeros((8, 8), np.float32)
+    with pytest.raises(ValueError, match="contiguous"):
+        ops.softmax_(x[:, ::2], None)
+    with pytest.raises(ValueError, match="contiguous"):
+        ops.gelu_(x[:, ::2])

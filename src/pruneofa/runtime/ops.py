@@ -86,6 +86,12 @@ def _isa(force_isa: str | None) -> int:
     return kernels._isa_code(force_isa)
 
 
+def _need_contiguous(x: np.ndarray) -> None:
+    # reshape(-1) of a non-contiguous array is a copy: the in-place result would silently be lost
+    if not x.flags.c_contiguous:
+        raise ValueError("in-place ops need a C-contiguous float32 array")
+
+
 def gelu_(x: np.ndarray, scratch: Scratch | None = None, start: int = 0, stop: int | None = None,
           force_isa: str | None = None) -> None:
     """Exact (erf) GELU in place on the flat range [start, stop) of a C-contiguous array.
@@ -93,6 +99,7 @@ def gelu_(x: np.ndarray, scratch: Scratch | None = None, start: int = 0, stop: i
     One fused pass in the compiled extension when it is there (vectorised for the CPU's ISA and split
     across the kernels' threads); the NumPy chain below computes the same rational function otherwise.
     """
+    _need_contiguous(x)
     flat = x.reshape(-1)
     stop = flat.size if stop is None else stop
     if _fused is not None:
@@ -172,6 +179,7 @@ def softmax_(s: np.ndarray, rowmax: np.ndarray, bias: np.ndarray | None = None,
     rows: the attention mask's -1e30 on padded keys). ``rowmax`` is scratch of shape
     ``s.shape[:-1] + (1,)`` (NumPy path only). The fused path runs on the calling thread."""
     if _fused is not None:
+        _need_contiguous(s)
         _fused.softmax_rows_(s.reshape(-1, s.shape[-1]), None if bias is None else bias.reshape(-1), _isa(force_isa))
         return
     if bias is not None:
