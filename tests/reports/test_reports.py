@@ -229,3 +229,37 @@ def test_24_layer_bar_chart_and_empty_inputs(tmp_path):
     assert not (tmp_path / "s.png").exists() and not (tmp_path / "none.png").exists()
     with pytest.raises(ValueError, match="smoothing"):
         plots.smooth([1.0, 2.0], 1.0)
+
+
+def _bench_row(shape: str, batch: int, threads: int, block: float) -> dict:
+    engines = {"torch_fp32": 0.4, "torch_int8": 0.9, "ort_int8": 1.0, "sparse_block": block, "sparse_unstr": 1.5}
+    profile = {"sparse_linear": 10.0, "attention": 4.0, "softmax": 1.0, "quantize": 1.0, "layernorm": 0.5,
+               "gelu": 0.5, "embeddings": 0.2, "head": 0.1, "total": 18.0}
+    return {"shape": shape, "batch": batch, "seq": 128, "threads": threads, "speedup_vs_ort_int8": engines,
+            "profile_ms": {"block1x4": profile}}
+
+
+def test_bench_plot_and_replot_cli(tmp_path, capsys):
+    result = {"meta": {"rounds": 5, "sample_ms": 0, "cpu": "test CPU", "features": {"auto_isa": "avx2"}},
+              "rows": [_bench_row("bert-base", 1, 1, 3.0), _bench_row("minilm", 8, 2, 0.8)]}
+    _assert_png(plots.plot_bench(result, tmp_path / "one.png"))
+    assert plots.plot_bench({"rows": []}, tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
+
+    from pruneofa.cli import bench_cmd
+
+    parser = argparse.ArgumentParser()
+    bench_cmd.register(parser.add_subparsers())
+    bench_json = tmp_path / "bench.json"
+    bench_json.write_text(json.dumps(result))
+    args = parser.parse_args(["bench", "--replot", str(bench_json)])
+    assert args.func(args) == 0
+    _assert_png(tmp_path / "bench.png")
+    assert "bench.png" in capsys.readouterr().out
+    args = parser.parse_args(["bench", "--replot", str(tmp_path / "missing.json")])
+    with pytest.raises(PruneofaError, match="does not exist"):
+        args.func(args)
+    (tmp_path / "empty.json").write_text("{}")
+    args = parser.parse_args(["bench", "--replot", str(tmp_path / "empty.json")])
+    with pytest.raises(PruneofaError, match="no benchmark rows"):
+        args.func(args)

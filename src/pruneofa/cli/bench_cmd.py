@@ -26,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true",
                    help="a smoke run: minilm only, batch 1, 1 thread, 3 rounds (checks the setup, not a result)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and token ids")
+    p.add_argument("--replot", type=Path, metavar="JSON",
+                   help="time nothing: redraw the plot (JSON's name with .png) from a JSON an earlier run wrote")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "sequence length. Prints medians, spreads and speed-ups against fp32 and against ONNX Runtime int8 "
             "('no speed-up' where the ratio is <= 1.05), checks the runtime's logits against pruneofa.export.load "
             "of the same artifact, profiles the runtime, prints the CPU, its features and load average, and "
-            "writes JSON. Needs the 'onnx' extra (onnx, onnxruntime). Run it on a quiet machine."
+            "writes JSON and a plot beside it (.png: speed-up over ONNX Runtime int8 per configuration, and where "
+            "the runtime's time goes). Needs the 'onnx' extra (onnx, onnxruntime). Run it on a quiet machine."
         ),
     )
     add_arguments(p)
@@ -51,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     from pruneofa.errors import PruneofaError
     from pruneofa.runtime.bench import run_benchmark
 
+    if args.replot is not None:
+        return _replot(args.replot)
     if args.quick:
         args.models, args.batch, args.threads, args.rounds = ["minilm"], [1], [1], 3
     elif args.rounds < 5:
@@ -60,4 +65,23 @@ def run(args: argparse.Namespace) -> int:
     skip = [("bert-base", 8, s) for s in args.seq] if args.skip_bert_base_batch8 else None
     run_benchmark(args.models, args.batch, args.seq, args.threads, rounds=args.rounds, sample_ms=args.sample_ms,
                   seed=args.seed, out=args.out, skip=skip)
+    return 0
+
+
+def _replot(path: Path) -> int:
+    import json
+
+    from pruneofa.errors import PruneofaError
+    from pruneofa.reports.plots import plot_bench
+
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PruneofaError(f"--replot: '{path}' does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PruneofaError(f"--replot: '{path}' is not a bench JSON ({exc})") from None
+    png = plot_bench(result if isinstance(result, dict) else {}, path.with_suffix(".png"))
+    if png is None:
+        raise PruneofaError(f"--replot: '{path}' has no benchmark rows to plot")
+    print(f"wrote {png}")
     return 0

@@ -330,3 +330,63 @@ def plot_layer_sparsity(sparsity: dict[str, Any] | None, out_path: str | Path, s
     ax.grid(axis="x", alpha=0.3)
     fig.legend(loc="outside lower center", ncols=2, fontsize="small")  # below the axes: bars fill the plot
     return _save(fig, out_path)
+
+
+_BENCH_ENGINES = (  # (key in a bench row, label, colour); dense int8 ONNX Runtime is the 1.0 line
+    ("torch_fp32", "dense fp32 PyTorch", "0.65"),
+    ("torch_int8", "dense int8 PyTorch", "0.4"),
+    ("sparse_unstr", "pruneofa 90% unstructured int8", "tab:orange"),
+    ("sparse_block", "pruneofa 90% 1x4-block int8", "tab:blue"),
+)
+_PROFILE_ORDER = ("sparse_linear", "attention", "softmax", "quantize", "layernorm", "gelu", "embeddings")
+
+
+def plot_bench(result: dict[str, Any], out_path: str | Path) -> Path | None:
+    """Speed-up over dense int8 ONNX Runtime per configuration (left) and where the 1x4 model's time goes (right).
+
+    `result` is what `pruneofa bench` writes (``{"meta": ..., "rows": [...]}``); each bar is a ratio of
+    medians measured in the same run, labelled with its value, so "no speed-up" (< 1) shows as a bar
+    short of the ONNX Runtime line.
+    """
+    rows = [r for r in (result or {}).get("rows", []) if isinstance(r.get("speedup_vs_ort_int8"), dict)]
+    if not rows:
+        return None
+    labels = [f"{r.get('shape', '?')}\nb{r['batch']} t{r['threads']} s{r['seq']}" for r in rows]
+    n = len(rows)
+    fig = Figure(figsize=(max(9.0, 1.1 * n + 5.5), 5.4), layout="constrained")
+    ax, prof = fig.subplots(1, 2, width_ratios=[max(3.0, n * 0.5), 1.6])
+    width = 0.8 / len(_BENCH_ENGINES)
+    for i, (key, name, color) in enumerate(_BENCH_ENGINES):
+        xs = [j + (i - (len(_BENCH_ENGINES) - 1) / 2) * width for j in range(n)]
+        vals = [float(r["speedup_vs_ort_int8"].get(key, float("nan"))) for r in rows]
+        bars = ax.bar(xs, vals, width=width * 0.95, color=color, label=name)
+        ax.bar_label(bars, labels=[f"{v:.2f}" for v in vals], fontsize="x-small", padding=1)
+    ax.axhline(1.0, color="black", linewidth=1.2, label="dense int8 ONNX Runtime (= 1)")
+    ax.set_xticks(range(n), labels, fontsize="small")
+    ax.set_ylabel("speed-up over dense int8 ONNX Runtime (x)")
+    meta = result.get("meta", {})
+    mode = "calls back to back" if meta.get("sample_ms") else "one call per sample"
+    ax.set_title(f"median of {meta.get('rounds', '?')} interleaved rounds, {mode}\n"
+                 "b = batch, t = threads, s = sequence length", fontsize="medium")
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize="small")
+    ax.grid(axis="y", alpha=0.3)
+    top = max(float(v) for r in rows for v in r["speedup_vs_ort_int8"].values())
+    ax.set_ylim(0, top * 1.12)  # room for the value labels
+    bottoms = [0.0] * n
+    for k, section in enumerate((*_PROFILE_ORDER, "other")):
+        vals = []
+        for r in rows:
+            p = r.get("profile_ms", {}).get("block1x4", {})
+            total = float(p.get("total") or 0.0) or 1e-12  # the sections are parts of the timed "total"
+            v = p.get(section, 0.0) if section != "other" else total - sum(p.get(s, 0.0) for s in _PROFILE_ORDER)
+            vals.append(100.0 * max(float(v), 0.0) / total)
+        prof.bar(range(n), vals, bottom=bottoms, color=f"C{k}", label=section.replace("_", " "))
+        bottoms = [b + v for b, v in zip(bottoms, vals, strict=True)]
+    prof.set_xticks(range(n), [lbl.replace("\n", " ") for lbl in labels], rotation=90, fontsize="x-small")
+    prof.set_ylabel("% of the 1x4 model's forward")
+    prof.set_ylim(0, 100)
+    prof.set_title("runtime profile (1x4)")
+    prof.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.suptitle(f"{meta.get('cpu', 'CPU')}, kernels: {meta.get('features', {}).get('auto_isa', '?')}",
+                 fontsize="medium")
+    return _save(fig, out_path)

@@ -257,7 +257,17 @@ def run_benchmark(shapes: list[str], batches: list[int], seqs: list[int], thread
                        "activations": "dynamic per tensor (post-training artifacts)"},
               "rows": rows}
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1))
-        log(f"wrote {out}")
+        write_results(result, out, log)
     return result
+
+
+def write_results(result: dict[str, Any], out: Path, log: Any = print) -> None:
+    """The JSON (atomically) and, beside it, the plot of speed-ups and the runtime profile (`.png`)."""
+    from pruneofa.fsutil import atomic_write_text
+    from pruneofa.reports.plots import plot_bench
+
+    atomic_write_text(out, json.dumps(result, indent=1))
+    log(f"wrote {out}")
+    png = plot_bench(result, out.with_suffix(".png"))
+    if png is not None:
+        log(f"wrote {png}")
