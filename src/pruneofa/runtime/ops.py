@@ -3,7 +3,7 @@
 Residual + LayerNorm, softmax (with the attention mask's bias) and exact GELU run as single fused,
 vectorised loops in the compiled extension (csrc/elementwise_impl.h, one build per ISA), LayerNorm and
 GELU split across the kernels' threads. At BERT-base, 2 threads, batch 1 they took 20.3 ms of a 50 ms
-forward as NumPy chains and take 6.0 ms fused (`pruneofa bench` profiles, results/README.md).
+forward as NumPy chains and take 5.5 ms fused (`pruneofa bench` profiles, results/README.md).
 
 The NumPy paths below compute the same functions and are the reference the fused loops are tested
 against. They work on preallocated buffers (a temporary per NumPy call costs as much as the
