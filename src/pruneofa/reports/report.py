@@ -12,7 +12,6 @@ nothing and its section is skipped. Example::
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -36,7 +35,7 @@ from pruneofa.reports.document import (
     render_html,
     render_markdown,
 )
-from pruneofa.reports.rundata import RunData, StageData, load_run
+from pruneofa.reports.rundata import RunData, StageData, load_run, read_json_dict
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +62,7 @@ class ReportContext:
 
     def run_json(self, name: str) -> dict[str, Any] | None:
         """A JSON object at the top of the run folder (e.g. bench.json), or None if absent or unreadable."""
-        path = self.run.path / name
-        if not path.is_file():
-            return None
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            log.warning("%s: unreadable JSON, section skipped (%s)", path, exc)
-            return None
-        return data if isinstance(data, dict) else None
+        return read_json_dict(self.run.path / name)
 
 
 RunSectionBuilder = Callable[[ReportContext], list[Section]]

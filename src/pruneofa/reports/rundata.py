@@ -121,7 +121,8 @@ def read_metrics(path: str | Path) -> list[Record]:
     return records
 
 
-def _read_json_dict(path: Path) -> dict[str, Any] | None:
+def read_json_dict(path: Path) -> dict[str, Any] | None:
+    """A JSON object from `path`, or None when it is absent or unreadable (with a warning)."""
     if not path.is_file():
         return None
     try:
@@ -141,8 +142,8 @@ def load_stage(path: str | Path, name: str | None = None) -> StageData:
     stage = StageData(name=name or path.name, path=path)
     if (path / "metrics.jsonl").is_file():
         stage.records = read_metrics(path / "metrics.jsonl")
-    stage.summary = _read_json_dict(path / "summary.json") or {}
-    stage.sparsity = _read_json_dict(path / "pruneofa_sparsity.json")
+    stage.summary = read_json_dict(path / "summary.json") or {}
+    stage.sparsity = read_json_dict(path / "pruneofa_sparsity.json")
     return stage
 
 
