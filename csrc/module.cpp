@@ -60,6 +60,22 @@ static void check_tiled(size_t got, int K, int T) {
                                 ", T=" + std::to_string(T));
 }
 
+// A QAT model's fixed activation quantization (scale, zero point), checked before the GIL is released.
+static void check_static(std::optional<float> static_scale, int static_zp) {
+  if (static_scale && !(*static_scale > 0.0f)) throw std::invalid_argument("static_scale must be > 0");
+  if (static_zp < 0 || static_zp > 255) throw std::invalid_argument("static_zp must be in [0, 255]");
+}
+
+// Quantize feature-major x [K, T] into the tiled layout at `out`: with this tensor's range (dynamic, as
+// ONNX Runtime does) or, when static_scale is given, those fixed parameters. Sets the (scale, zp) used.
+static void quantize_into(const IsaOps* ops, const float* x, int K, int T, std::optional<float> static_scale,
+                          int static_zp, uint8_t* out, float* scale, int* zp) {
+  *scale = static_scale ? *static_scale : 0.0f;
+  *zp = static_zp;
+  if (!static_scale) quant_params(ops, x, (int64_t)K * T, scale, zp);
+  quantize_tiled(ops, x, K, T, *scale, *zp, out);
+}
+
 NB_MODULE(_kernels, m) {
   m.def("cpu_has", &cpu_has);
   m.def("compiled_avx2", &compiled_avx2);
@@ -71,16 +87,14 @@ NB_MODULE(_kernels, m) {
 
   m.def("quantize", [](In2<float> x, int isa, std::optional<float> static_scale, int static_zp) {
     const IsaOps* ops = select_isa(isa);
-    if (static_scale && !(*static_scale > 0.0f)) throw std::invalid_argument("static_scale must be > 0");
-    if (static_zp < 0 || static_zp > 255) throw std::invalid_argument("static_zp must be in [0, 255]");
+    check_static(static_scale, static_zp);
     const int K = (int)x.shape(0), T = (int)x.shape(1);
     auto out = new_array<uint8_t>({(size_t)int8_tiled_bytes(K, T)});
-    float scale = static_scale ? *static_scale : 0.0f;
-    int zp = static_zp;
+    float scale;
+    int zp;
     {
       nb::gil_scoped_release r;
-      if (!static_scale) quant_params(ops, x.data(), (int64_t)K * T, &scale, &zp);
-      quantize_tiled(ops, x.data(), K, T, scale, zp, out.data());
+      quantize_into(ops, x.data(), K, T, static_scale, static_zp, out.data(), &scale, &zp);
     }
     return nb::make_tuple(out, scale, zp);
   }, nb::arg("x"), nb::arg("isa"), nb::arg("static_scale").none() = nb::none(), nb::arg("static_zp") = 0);
@@ -134,8 +148,7 @@ NB_MODULE(_kernels, m) {
         // activation range is this call's (dynamic, as ONNX Runtime); with it, the QAT scale and zero point.
         const IsaOps* ops = select_isa(isa);
         check_k(x.shape(0), p.K, "x");
-        if (static_scale && !(*static_scale > 0.0f)) throw std::invalid_argument("static_scale must be > 0");
-        if (static_zp < 0 || static_zp > 255) throw std::invalid_argument("static_zp must be in [0, 255]");
+        check_static(static_scale, static_zp);
         const int T = (int)x.shape(1);
         nb::ndarray<nb::numpy, float> fresh;
         float* y = out_ptr(out, fresh, p.N, T);
@@ -143,10 +156,9 @@ NB_MODULE(_kernels, m) {
           nb::gil_scoped_release r;
           thread_local std::vector<uint8_t> scratch;
           scratch.resize((size_t)int8_tiled_bytes(p.K, T));
-          float scale = static_scale ? *static_scale : 0.0f;
-          int zp = static_zp;
-          if (!static_scale) quant_params(ops, x.data(), (int64_t)p.K * T, &scale, &zp);
-          quantize_tiled(ops, x.data(), p.K, T, scale, zp, scratch.data());
+          float scale;
+          int zp;
+          quantize_into(ops, x.data(), p.K, T, static_scale, static_zp, scratch.data(), &scale, &zp);
           int8_matmul(ops, p, scratch.data(), T, scale, zp, nullptr, y);
         }
         return out ? nb::cast(*out) : nb::cast(fresh);
