@@ -6,8 +6,7 @@ compiled kernels) can be used on a machine without torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from pruneofa._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -31,8 +30,4 @@ _EXPORTS = {
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'pruneofa' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

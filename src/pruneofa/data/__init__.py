@@ -6,8 +6,7 @@ importing torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from pruneofa._lazy import lazy_exports
 
 _EXPORTS = {
     "cache_dir": "registry", "fetch_pypi": "registry", "fetch_npm": "registry", "fetch_deb": "registry",
@@ -20,8 +19,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'pruneofa.data' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"pruneofa.data.{_EXPORTS[name]}"), name)
+__getattr__, __dir__ = lazy_exports(__name__, {name: f"{__name__}.{mod}" for name, mod in _EXPORTS.items()})

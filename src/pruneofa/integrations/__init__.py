@@ -6,8 +6,7 @@ imports `transformers.Trainer` (slow to import), so it loads only when one of it
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from pruneofa._lazy import lazy_exports
 
 _EXPORTS = {
     "PruneOFACallback": "pruneofa.integrations.hf_trainer",
@@ -18,12 +17,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'pruneofa.integrations' has no attribute '{name}'")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -12,8 +12,7 @@ Names are imported lazily so that light commands do not import torch or scikit-l
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from pruneofa._lazy import lazy_exports
 
 _EXPORTS = {
     "TaskSpec": "base", "TaskData": "base", "TaskError": "base", "TextExample": "base", "QAExample": "base",
@@ -28,8 +27,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'pruneofa.tasks' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"pruneofa.tasks.{_EXPORTS[name]}"), name)
+__getattr__, __dir__ = lazy_exports(__name__, {name: f"{__name__}.{mod}" for name, mod in _EXPORTS.items()})
