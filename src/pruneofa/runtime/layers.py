@@ -58,21 +58,19 @@ class SparseLinear:
             self._f32 = kernels.PackedLinearF32(q.astype(np.float32) * scales[:, None], bias)
         else:
             self._i8 = kernels.PackedLinearInt8(q, scales, bias, pattern=pattern)
-        if act is not None:
-            # rounded in the kernels as PyTorch's fake-quant does: rint(x * float32(1 / scale)) + zp
-            self.act_scale = float(np.float32(act["scale"]))
-            self.act_zp = int(act["zero_point"])
+        # Static mode: the QAT scale and zero point, rounded in the kernels as PyTorch's fake-quant does
+        # (rint(x * float32(1 / scale)) + zp); dynamic mode passes none and the kernels use each call's range.
+        self._qparams = ({"scale": float(np.float32(act["scale"])), "zero_point": int(act["zero_point"])}
+                         if mode == "static" else {})
 
     def __call__(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
         t0 = time.perf_counter()
-        static = self.mode == "static"
         if self.mode == "fp32":
             self._f32(x, out=out)
         elif not self.timer.split_quantize:  # one native call: quantize (dynamic or QAT's), tile, multiply
-            self._i8(x, out=out, scale=self.act_scale if static else None, zero_point=self.act_zp if static else 0)
+            self._i8(x, out=out, **self._qparams)
         else:
-            qa = kernels.quantize_activations(x, scale=self.act_scale if static else None,
-                                              zero_point=self.act_zp if static else 0)
+            qa = kernels.quantize_activations(x, **self._qparams)
             t0 = self.timer.lap("quantize", t0)
             self._i8.matmul_quantized(qa, out=out)
         self.timer.lap("sparse_linear", t0)

@@ -83,7 +83,8 @@ _GELU_Q32 = np.asarray(_GELU_Q, dtype=np.float32)
 
 
 def _isa(force_isa: str | None) -> int:
-    return kernels._isa_code(force_isa)
+    # auto (None) needs no check; a forced name is validated once here, with the list of valid names
+    return 0 if force_isa is None else kernels._isa_code(force_isa)
 
 
 def _need_contiguous(x: np.ndarray) -> None:
