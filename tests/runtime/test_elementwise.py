@@ -3,6 +3,7 @@ on every ISA this CPU runs, at ragged shapes (not multiples of the 16-token tile
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -15,16 +16,15 @@ ISAS = kernels.available_isas()
 
 @pytest.fixture
 def numpy_ops(monkeypatch):
-    """Run the NumPy reference path of `ops` inside the block."""
+    """``with numpy_ops():`` runs the NumPy reference path of `ops` inside the block."""
 
-    class Ctx:
-        def __enter__(self):
-            monkeypatch.setattr(ops, "_fused", None)
+    @contextlib.contextmanager
+    def reference():
+        with monkeypatch.context() as patch:
+            patch.setattr(ops, "_fused", None)
+            yield
 
-        def __exit__(self, *exc):
-            monkeypatch.setattr(ops, "_fused", kernels._k)
-
-    return Ctx()
+    return reference
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -45,7 +45,7 @@ def test_layer_norm_with_residual_matches_numpy(isa, shape, threads, numpy_ops):
             got = x.copy()
             ops.layer_norm_(got, gamma, beta, 1e-5, mean, var, residual, force_isa=isa)
             want = x.copy()
-            with numpy_ops:
+            with numpy_ops():
                 ops.layer_norm_(want, gamma, beta, 1e-5, mean, var, residual)
             # float64 ground truth: both paths are two-pass float32, within a few ulps of it
             x64 = x.astype(np.float64) + (0 if residual is None else residual)
@@ -69,7 +69,7 @@ def test_softmax_matches_numpy_and_masked_keys_get_exactly_zero(isa, shape, nump
         got = s.copy()
         ops.softmax_(got, None, b, force_isa=isa)
         want = s.copy()
-        with numpy_ops:
+        with numpy_ops():
             ops.softmax_(want, np.empty((*shape[:-1], 1), np.float32), b)
         assert np.allclose(got, want, rtol=2e-6, atol=1e-9)
         assert np.allclose(got.sum(-1), 1.0, atol=2e-6)
