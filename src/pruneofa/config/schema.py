@@ -90,12 +90,18 @@ class GMPConfig(StrictModel):
 
 
 class LRConfig(StrictModel):
-    """Warm-up, then decay; with `rewind`, the LR returns to `peak` at every mask update (LRR)."""
+    """Warm-up, then decay; with `rewind`, learning-rate rewinding at every mask update (LRR)."""
 
     peak: Annotated[float, Field(gt=0.0)] = 5e-5
     warmup_steps: NonNegativeInt = 0
     decay: Literal["linear", "cosine", "constant"] = "linear"
     rewind: bool = True
+    rewind_style: Literal["reference", "sawtooth"] = Field(
+        "reference",
+        description="reference: the paper code's linear rewinding (each pruning interval replays the first "
+        "`frequency` steps of one decay, then a decay to 0 after the last update); sawtooth: back to peak at "
+        "every update, then a full decay before the next",
+    )
     final_ratio: Fraction = Field(0.0, description="LR at the end of a decay, as a fraction of peak")
 
 

@@ -49,11 +49,22 @@ class GMPSchedule:
 def lr_at(step: int, cfg: LRConfig, total_steps: int, rewind_steps: list[int] | None = None) -> float:
     """Learning rate for the optimizer step that follows `step` completed steps.
 
-    Linear warm-up to `peak` over `warmup_steps`, then decay to `peak * final_ratio` by `total_steps`.
-    With `cfg.rewind` and mask updates at `rewind_steps` (learning-rate rewinding, as in the paper), the LR
-    returns to `peak` at every update after warm-up and decays again until the next update; after the
-    last update it decays over the rest of training.
+    Without rewinding: linear warm-up to `peak` over `warmup_steps`, then a decay (`cfg.decay`) to
+    `peak * final_ratio` by `total_steps`. With `cfg.rewind` and mask updates at `rewind_steps`
+    (begin, begin + f, ..., end), learning-rate rewinding as `cfg.rewind_style` says:
+
+    - "reference" (the default): the paper's code (Intel's Model-Compression-Research-Package,
+      linear rewinding schedule with warm-up). See `reference_rewind_multiplier`: each pruning interval
+      replays the first f steps of one decay, so the LR stays near its peak while sparsity ramps up,
+      then decays over the rest of training.
+    - "sawtooth": back to `peak` at every update after warm-up, then a full decay to `final_ratio`
+      before the next update (this package's first schedule; kept as an option for the study).
     """
+    if cfg.rewind and rewind_steps and cfg.rewind_style == "reference":
+        progress = 1.0 - reference_rewind_multiplier(step, cfg.warmup_steps, total_steps, rewind_steps)
+        if step < cfg.warmup_steps:  # the warm-up ramp is linear whatever the decay's shape
+            return cfg.peak * (1.0 - progress)
+        return cfg.peak * _decayed(progress, cfg)
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return cfg.peak * (step + 1) / cfg.warmup_steps
     start, end = cfg.warmup_steps, total_steps
@@ -65,11 +76,37 @@ def lr_at(step: int, cfg: LRConfig, total_steps: int, rewind_steps: list[int] | 
             upcoming = [u for u in later if u > step]
             end = upcoming[0] if upcoming else total_steps
     span = max(end - start, 1)
-    progress = min(max((step - start) / span, 0.0), 1.0)
+    return cfg.peak * _decayed(min(max((step - start) / span, 0.0), 1.0), cfg)
+
+
+def _decayed(progress: float, cfg: LRConfig) -> float:
+    """The LR factor after `progress` (0..1) of one decay, with the decay's shape and floor."""
     if cfg.decay == "constant":
         factor = 1.0
     elif cfg.decay == "linear":
         factor = 1.0 - progress
     else:
         factor = 0.5 * (1.0 + math.cos(math.pi * progress))
-    return cfg.peak * (cfg.final_ratio + (1.0 - cfg.final_ratio) * factor)
+    return cfg.final_ratio + (1.0 - cfg.final_ratio) * factor
+
+
+def reference_rewind_multiplier(step: int, warmup: int, total: int, updates: list[int]) -> float:
+    """The LR multiplier of the paper's linear rewinding schedule at step t (0-based, as `LambdaLR`).
+
+    With T total steps, W warm-up steps, mask updates from B to E (E: where the target sparsity is
+    reached) every f steps, and N = T - (E - B):
+    t < W: t / W; B <= t < E: (N - t + r) / (N - W) with r = floor((t - B) / f) * f;
+    otherwise (T - (E - B) - t) / (N - W) before B and (T - t) / (N - W) from E on.
+    """
+    begin, end = updates[0], updates[-1]
+    frequency = updates[1] - updates[0] if len(updates) > 1 else max(end - begin, 1)
+    n = total - (end - begin)
+    if step < warmup:
+        return step / warmup
+    denominator = max(n - warmup, 1)
+    if begin <= step < end:
+        replayed = (step - begin) // frequency * frequency
+        return max(0.0, (n - step + replayed) / denominator)
+    if step < begin:
+        return max(0.0, (n - step) / denominator)
+    return max(0.0, (total - step) / denominator)
