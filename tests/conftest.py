@@ -68,8 +68,11 @@ def write_tiny_corpus(folder, n_docs: int = 40, seed: int = 0):
     return folder
 
 
-def write_tiny_model(folder, with_head: bool = True, **config_overrides):
-    """A tiny BERT + a WordPiece tokenizer over the tiny corpus's words, saved like a hub folder."""
+def write_tiny_model(folder, with_head: bool = True, pooler: bool = False, **config_overrides):
+    """A tiny BERT + a WordPiece tokenizer over the tiny corpus's words, saved like a hub folder.
+
+    `with_head=False` saves a headless `BertModel` (like MiniLM), with a trained-looking pooler if `pooler`.
+    """
     from transformers import BertModel, BertTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -79,6 +82,6 @@ def write_tiny_model(folder, with_head: bool = True, **config_overrides):
     tokenizer.save_pretrained(folder)
     torch.manual_seed(0)
     config = tiny_bert_config(vocab_size=len(vocab), **config_overrides)
-    model = BertForMaskedLM(config) if with_head else BertModel(config, add_pooling_layer=False)
+    model = BertForMaskedLM(config) if with_head else BertModel(config, add_pooling_layer=pooler)
     model.save_pretrained(folder)
     return folder

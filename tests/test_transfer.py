@@ -151,3 +151,24 @@ def test_qat_keeps_the_mask_and_reports_fp32_vs_int8(tmp_path, pretrained_run):
         q, _ = layer.int8_weight()
         assert torch.count_nonzero(q[~layer.weight_mask]) == 0
         assert int(layer.input_fake_quant.observer_enabled[0]) == 0  # frozen before the final evaluation
+
+
+def test_one_shot_pruned_headless_model_transfers_with_its_masks(tmp_path, monkeypatch):
+    """`prune` on a headless checkpoint (masks under 'encoder...') then `transfer` (modules 'bert.encoder...')."""
+    from pruneofa.cli.main import main
+
+    monkeypatch.setenv("PRUNEOFA_CACHE", str(tmp_path / "cache"))
+    model = write_tiny_model(tmp_path / "headless", with_head=False, pooler=True)
+    assert main(["prune", str(model), "--sparsity", "0.9", "--out", str(tmp_path / "os90")]) == 0
+    saved = read_masks(tmp_path / "os90")
+    assert saved and all(not key.startswith("bert.") for key in saved)
+    task = {"name": f"csv:{_write_task(tmp_path / 'task')}"}
+    recipe = _task_recipe(task, init=str(tmp_path / "os90"), teacher=None)
+    run_stage(recipe, "transfer", "unused", tmp_path / "run" / "transfer")
+    out = tmp_path / "run" / "transfer"
+    after = read_masks(out)
+    assert {f"bert.{key}" for key in saved} == after.keys()
+    assert all(torch.equal(saved[key], after[f"bert.{key}"]) for key in saved)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["mask_identical_to_pretrain"] is True
+    assert audit_folder(out).ok

@@ -122,8 +122,13 @@ def _safetensors_files(folder: Path) -> list[Path]:
     return [single] if single.is_file() else []
 
 
-def read_masks(folder: str | Path) -> dict[str, torch.Tensor]:
-    """Every `<module>.<param>_mask` tensor saved in a model folder (no model needed)."""
+def read_masks(folder: str | Path, model: nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """Every `<module>.<param>_mask` tensor saved in a model folder.
+
+    With `model`, the keys are renamed to that model's module names across its base-model prefix, so a
+    headless checkpoint's masks (`encoder.layer.0...`) meet a task model's modules (`bert.encoder...`)
+    and back; a mask whose module the model does not have keeps its saved key.
+    """
     out: dict[str, torch.Tensor] = {}
     for file in _safetensors_files(Path(folder)):
         try:
@@ -133,35 +138,55 @@ def read_masks(folder: str | Path) -> dict[str, torch.Tensor]:
                         out[key] = handle.get_tensor(key)
         except (OSError, SafetensorError) as exc:
             raise CheckpointError(f"cannot read '{file}': {exc}") from None
-    return out
+    if model is None:
+        return out
+    modules = dict(model.named_modules())
+    renamed = {}
+    for key, mask in out.items():
+        module_name, _, buffer = key.rpartition(".")
+        mapped = model_module_name(model, module_name, modules)
+        renamed[f"{mapped}.{buffer}" if mapped is not None else key] = mask
+    return renamed
+
+
+def model_module_name(model: nn.Module, name: str, modules: dict[str, nn.Module] | None = None) -> str | None:
+    """`name` as a module of `model`, adding or removing the base-model prefix ('bert.') as needed."""
+    modules = modules if modules is not None else dict(model.named_modules())
+    if name in modules:
+        return name
+    prefix = getattr(model, "base_model_prefix", "")
+    if not prefix:
+        return None
+    for candidate in (f"{prefix}.{name}", name.removeprefix(f"{prefix}.")):
+        if candidate in modules:
+            return candidate
+    return None
 
 
 def restore_masks(model: nn.Module, folder: str | Path) -> Sparsifier | None:
-    """Attach the saved masks to `model` and rebuild its Sparsifier; None if the folder has no masks."""
+    """Attach the saved masks to `model` and rebuild its Sparsifier; None if the folder has no masks.
+
+    Layer names are mapped across the base-model prefix, so a mask saved by a headless model (a
+    sentence-embedding checkpoint pruned one-shot) loads into a model with a task head, and back.
+    """
     folder = Path(folder)
     meta_file = folder / SPARSITY_FILE
-    masks = read_masks(folder)
+    masks = read_masks(folder, model)
     if not meta_file.is_file():
         if masks:
             raise CheckpointError(f"'{folder}' holds masks but no {SPARSITY_FILE}")
         return None
     meta = json.loads(meta_file.read_text())
     modules = dict(model.named_modules())
-    prefixes = _key_prefixes(model)
+    layers = {}
     for name, info in meta["layers"].items():
-        key = f"{name}.{info['param']}{MASK_SUFFIX}"
-        found = next((masks[p + key] for p in prefixes if p + key in masks), None)
-        if found is None or name not in modules:
+        mapped = model_module_name(model, name, modules)
+        found = masks.get(f"{mapped}.{info['param']}{MASK_SUFFIX}") if mapped is not None else None
+        if found is None:
             raise CheckpointError(f"'{folder}' has no saved mask for layer '{name}'")
-        attach_mask(modules[name], info["param"], found)
-    sparsifier = Sparsifier.from_metadata(model, meta)
-    return sparsifier
-
-
-def _key_prefixes(model: nn.Module) -> list[str]:
-    # A backbone saved from a model with a head has keys 'bert.encoder...'; loaded bare it has 'encoder...'.
-    prefix = getattr(model, "base_model_prefix", "")
-    return ["", f"{prefix}."] if prefix else [""]
+        attach_mask(modules[mapped], info["param"], found)
+        layers[mapped] = info
+    return Sparsifier.from_metadata(model, {**meta, "layers": layers})
 
 
 def save_model(

@@ -167,7 +167,7 @@ def _run_task_stage(recipe: Recipe, cfg: FinetuneStage | TransferStage, out_dir:
         raise PruneofaError(f"sparse transfer needs a sparse pre-trained model, but '{init}' has no masks")
     if not transfer and sparsifier is not None and sparsifier.sparsity > 0:
         raise PruneofaError(f"the finetune stage trains the dense task teacher, but '{init}' is sparse")
-    saved_masks = read_masks(init) if transfer else {}
+    saved_masks = read_masks(init, model) if transfer else {}
     if sparsifier is not None:
         sparsifier.check(where=f"{kind} start")
         sparsifier.lock()
@@ -237,7 +237,7 @@ def _run_task_stage(recipe: Recipe, cfg: FinetuneStage | TransferStage, out_dir:
 
 
 def _masks_equal(model: torch.nn.Module, saved: dict[str, torch.Tensor]) -> bool:
-    """Every mask of the pre-trained model, bit for bit, on the fine-tuned one (same module names)."""
+    """Every mask of the pre-trained model, bit for bit, on the fine-tuned one (`saved`: in its module names)."""
     current = {k: v for k, v in model.state_dict().items() if k.endswith("_mask")}
     return bool(saved) and all(k in current and torch.equal(current[k].cpu(), v) for k, v in saved.items())
 
