@@ -168,3 +168,24 @@ def test_kd_loss_gradient_matches_autograd_of_the_definition():
     (grad_ref,) = torch.autograd.grad(reference, student)
     assert fused.item() == pytest.approx(reference.item(), rel=1e-5)
     assert torch.allclose(grad_fused, grad_ref, atol=1e-6)
+
+
+def test_the_checkpoints_trained_pooler_survives_teacher_and_pretrain(tmp_path, monkeypatch):
+    """MiniLM ships a trained pooler; BertForMaskedLM has none. Both stages keep it; pretrain prunes it."""
+    monkeypatch.setenv("PRUNEOFA_CACHE", str(tmp_path / "cache"))
+    corpus = write_tiny_corpus(tmp_path / "corpus")
+    model_dir = write_tiny_model(tmp_path / "model", with_head=False, pooler=True)
+    original = load_file(model_dir / "model.safetensors")["pooler.dense.weight"]
+    run_recipe(_recipe(model_dir, corpus), tmp_path / "run")
+    teacher = load_file(tmp_path / "run" / "teacher" / "model.safetensors")
+    assert torch.equal(teacher["bert.pooler.dense.weight"], original)
+    student = load_file(tmp_path / "run" / "pretrain" / "model.safetensors")
+    mask = student["bert.pooler.dense.weight_mask"]
+    assert int((~mask).sum()) == round(0.9 * mask.numel())  # pruned like every other Linear
+    assert torch.equal(student["bert.pooler.dense.weight"], original * mask)
+    from transformers import BertForSequenceClassification
+
+    task_model, info = BertForSequenceClassification.from_pretrained(
+        tmp_path / "run" / "pretrain", num_labels=2, output_loading_info=True)
+    assert not [k for k in info["missing_keys"] if "pooler" in k]
+    assert torch.equal(task_model.bert.pooler.dense.weight, original * mask)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -109,8 +109,54 @@ def load_model(
     if missing:
         log.info("%s: %d weights not in the checkpoint, newly initialised (e.g. %s)", name_or_path, len(missing),
                  missing[0])
+    if head == "mlm":
+        keep_pretrained_pooler(model, config, source)
     sparsifier = restore_masks(model, source) if Path(source).is_dir() else None
     return model, sparsifier, info
+
+
+def keep_pretrained_pooler(model: nn.Module, config: Any, source: str) -> bool:
+    """Give a masked-LM model the checkpoint's trained pooler, which its class would drop.
+
+    `BertForMaskedLM` and its kin build their backbone without a pooler, so a teacher saved from one
+    would hand every downstream model a random pooler. The pooler is rebuilt from the checkpoint and
+    frozen: the masked-LM loss gives it no gradient (and DDP refuses parameters that get none), and the
+    pre-training prunes it like every other Linear. True when a pooler was kept.
+    """
+    base = model.base_model
+    if getattr(base, "pooler", "absent") is not None or not Path(source).is_dir():
+        return False
+    prefix = f"{model.base_model_prefix}."
+    tensors = {key.removeprefix(prefix).removeprefix("pooler."): value
+               for key, value in read_tensors(Path(source), lambda k: k.removeprefix(prefix).startswith("pooler."))
+               .items()}
+    if not tensors:
+        return False
+    try:
+        with torch.device("meta"):
+            donor = type(base)(config, add_pooling_layer=True)
+    except TypeError:  # an architecture whose backbone takes no pooler switch
+        return False
+    pooler = donor.pooler.to_empty(device="cpu")
+    pooler.load_state_dict({k: v for k, v in tensors.items() if not k.endswith(MASK_SUFFIX)}, strict=True)
+    pooler.requires_grad_(False)
+    base.pooler = pooler
+    log.info("kept the checkpoint's pooler (%d tensors); frozen during masked-LM training", len(tensors))
+    return True
+
+
+def read_tensors(folder: Path, keep: Callable[[str], bool]) -> dict[str, torch.Tensor]:
+    """The tensors of a model folder's safetensors files whose keys `keep` accepts."""
+    out: dict[str, torch.Tensor] = {}
+    for file in _safetensors_files(folder):
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                for key in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
+                    if keep(key):
+                        out[key] = handle.get_tensor(key)
+        except (OSError, SafetensorError) as exc:
+            raise CheckpointError(f"cannot read '{file}': {exc}") from None
+    return out
 
 
 def _safetensors_files(folder: Path) -> list[Path]:
@@ -129,15 +175,7 @@ def read_masks(folder: str | Path, model: nn.Module | None = None) -> dict[str, 
     headless checkpoint's masks (`encoder.layer.0...`) meet a task model's modules (`bert.encoder...`)
     and back; a mask whose module the model does not have keeps its saved key.
     """
-    out: dict[str, torch.Tensor] = {}
-    for file in _safetensors_files(Path(folder)):
-        try:
-            with safe_open(str(file), framework="pt") as handle:
-                for key in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
-                    if key.endswith(MASK_SUFFIX):
-                        out[key] = handle.get_tensor(key)
-        except (OSError, SafetensorError) as exc:
-            raise CheckpointError(f"cannot read '{file}': {exc}") from None
+    out = read_tensors(Path(folder), lambda key: key.endswith(MASK_SUFFIX))
     if model is None:
         return out
     modules = dict(model.named_modules())
@@ -223,14 +261,7 @@ def audit_folder(folder: str | Path) -> Any:
     if not meta_file.is_file():
         raise CheckpointError(f"'{folder}' was not written by pruneofa: it has no {SPARSITY_FILE}")
     meta = json.loads(meta_file.read_text())
-    tensors: dict[str, torch.Tensor] = {}
-    for file in files:
-        try:
-            with safe_open(str(file), framework="pt") as handle:
-                for key in handle.keys():  # noqa: SIM118
-                    tensors[key] = handle.get_tensor(key)
-        except (OSError, SafetensorError) as exc:
-            raise CheckpointError(f"cannot read '{file}': {exc}") from None
+    tensors = read_tensors(folder, lambda _key: True)
     report = AuditReport(where=str(folder))
     for name, info in meta["layers"].items():
         weight_key = f"{name}.{info['param']}"

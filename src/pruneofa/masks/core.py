@@ -52,7 +52,7 @@ def attach_mask(module: nn.Module, param_name: str = "weight", mask: torch.Tenso
     else:
         existing.copy_(mask)
     hooks: dict[str, Any] = module.__dict__.setdefault(_HOOKED_ATTR, {})
-    if param_name not in hooks:
+    if param_name not in hooks and param.requires_grad:  # a frozen parameter gets no gradient to mask
         # Look the buffer up at call time: `.to()` and `load_state_dict` may replace the tensor object.
         hooks[param_name] = param.register_hook(lambda grad, m=module, n=name: grad * m._buffers[n].to(grad.dtype))
     return module._buffers[name]

@@ -90,13 +90,14 @@ def run_teacher(recipe: Recipe, cfg: TeacherStage, model_in: str, out_dir: Path,
                  len(head_missing))
         head = _head_parameters(model)
         head_ids = {id(p) for p in head}
+        trainable = [p for p in model.parameters() if p.requires_grad]  # a kept pooler stays frozen
         for param in model.parameters():  # frozen encoder: no backward through it at all
             param.requires_grad_(id(param) in head_ids)
         spec = PhaseSpec("head_warmup", cfg.head_warmup_steps, cfg.lr.model_copy(update={"peak": cfg.head_lr}),
                          cfg.optim, eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every)
         evals["after_head_warmup"] = _trainer(model, spec, data, cfg, out_dir, recipe, device, metrics, "teacher",
                                               params=head).run(resume)
-        for param in model.parameters():
+        for param in trainable:
             param.requires_grad_(True)
     if cfg.steps:
         spec = PhaseSpec("adapt", cfg.steps, cfg.lr, cfg.optim, eval_every=cfg.eval_every,
