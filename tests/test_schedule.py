@@ -71,3 +71,11 @@ def test_lr_without_rewind_decays_monotonically():
     lrs = [lr_at(s, cfg, 50, [0, 10, 20]) for s in range(5, 51)]
     assert all(b <= a for a, b in itertools.pairwise(lrs))
     assert lrs[-1] == pytest.approx(1e-4)
+
+
+def test_reference_rewinding_is_capped_at_peak_when_pruning_starts_inside_the_warm_up():
+    cfg = LRConfig(peak=1.0, warmup_steps=2, rewind=True)
+    updates = [0, 2, 4, 6, 8]  # T=12 -> N=4, N-W=2: (N - t + r) / 2 = 2 at every update
+    lrs = [lr_at(s, cfg, 12, updates) for s in range(13)]
+    assert lrs[:2] == [0.0, 0.5]
+    assert lrs[2:11] == [1.0] * 9 and lrs[11:] == [0.5, 0.0]  # t >= E=8: (12 - t) / 2, capped at 1

@@ -130,17 +130,30 @@ class DataConfig(StrictModel):
 
 
 class DistillConfig(StrictModel):
-    """Knowledge distillation: alpha_kd * T^2 * KL(teacher_T || student_T) + alpha_mlm * MLM."""
+    """Knowledge distillation from the dense teacher, as a weighted sum of terms.
+
+    alpha_kd * T^2 * KL(teacher_T || student_T) on the logits (the paper: at every token;
+    `positions: masked` distils at the masked positions only, as DistilBERT's training does, and runs the
+    ~30k-vocabulary projection there alone) + alpha_mlm * masked-LM + alpha_hidden * a hidden-state
+    loss (`hidden_loss`: mse, TinyBERT-style, or cosine, DistilBERT's; over `hidden_layers`) +
+    alpha_attention * KL between the teacher's and the student's attention distributions (every layer,
+    TinyBERT/MiniLM-style; runs the eager attention, which is slower). With alpha_kd = alpha_mlm = 0
+    (representation distillation alone) no vocabulary projection runs at all.
+    """
 
     alpha_kd: Annotated[float, Field(ge=0.0)] = 0.5
     alpha_mlm: Annotated[float, Field(ge=0.0)] = 0.5
     temperature: Annotated[float, Field(gt=0.0)] = 2.0
-    alpha_hidden: Annotated[float, Field(ge=0.0)] = Field(0.0, description="MSE on hidden states; 0 = off")
+    positions: Literal["all", "masked"] = Field("all", description="where the logit KD is computed")
+    alpha_hidden: Annotated[float, Field(ge=0.0)] = Field(0.0, description="hidden-state loss weight; 0 = off")
+    hidden_loss: Literal["mse", "cosine"] = "mse"
+    hidden_layers: Literal["all", "last"] = Field("all", description="all: embeddings and every layer's output")
+    alpha_attention: Annotated[float, Field(ge=0.0)] = Field(0.0, description="attention KL weight; 0 = off")
 
     @model_validator(mode="after")
     def _check_weights(self) -> DistillConfig:
-        if self.alpha_kd + self.alpha_mlm + self.alpha_hidden <= 0:
-            raise ValueError("alpha_kd, alpha_mlm and alpha_hidden are all 0: the loss would be 0")
+        if self.alpha_kd + self.alpha_mlm + self.alpha_hidden + self.alpha_attention <= 0:
+            raise ValueError("alpha_kd, alpha_mlm, alpha_hidden and alpha_attention are all 0: the loss would be 0")
         return self
 
 

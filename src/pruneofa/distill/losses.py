@@ -63,16 +63,51 @@ def hidden_state_loss(
     student_hidden: tuple[torch.Tensor, ...],
     teacher_hidden: tuple[torch.Tensor, ...],
     token_mask: torch.Tensor | None = None,
+    kind: str = "mse",
 ) -> torch.Tensor:
-    """Mean squared error between matching hidden states (same depth and width), averaged over layers."""
+    """Mean over layers of a per-token distance between matching hidden states (same depth and width).
+
+    kind 'mse': mean squared error over the features (TinyBERT's layer-wise loss); 'cosine': 1 - cosine
+    similarity (DistilBERT's cosine embedding loss, whose target is always 'similar').
+    """
     if len(student_hidden) != len(teacher_hidden):
         raise ValueError(f"student has {len(student_hidden)} hidden states, teacher {len(teacher_hidden)}")
+    if kind not in ("mse", "cosine"):
+        raise ValueError(f"unknown hidden-state loss '{kind}' (known: mse, cosine)")
     losses = []
     for s, t in zip(student_hidden, teacher_hidden, strict=True):
-        per_token = (s.float() - t.float()).pow(2).mean(dim=-1)
-        if token_mask is None:
-            losses.append(per_token.mean())
+        if kind == "mse":
+            per_token = (s.float() - t.float()).pow(2).mean(dim=-1)
         else:
-            w = token_mask.to(per_token.dtype)
-            losses.append((per_token * w).sum() / w.sum().clamp_min(1.0))
+            per_token = 1.0 - F.cosine_similarity(s.float(), t.float(), dim=-1)
+        losses.append(_masked_mean(per_token, token_mask))
     return torch.stack(losses).mean()
+
+
+def attention_kl_loss(
+    student_attentions: tuple[torch.Tensor, ...],
+    teacher_attentions: tuple[torch.Tensor, ...],
+    eps: float = 1e-12,
+) -> torch.Tensor:
+    """Mean over layers, heads and query rows of KL(teacher's attention row || student's).
+
+    attentions: per layer [batch, heads, queries, keys] probabilities (rows sum to 1), as the eager
+    attention returns them; TinyBERT/MiniLM-style attention transfer. Heads must match one to one.
+    """
+    if len(student_attentions) != len(teacher_attentions):
+        raise ValueError(f"student has {len(student_attentions)} attention maps, teacher {len(teacher_attentions)}")
+    losses = []
+    for s, t in zip(student_attentions, teacher_attentions, strict=True):
+        if s.shape != t.shape:
+            raise ValueError(f"student attention {tuple(s.shape)} != teacher {tuple(t.shape)}")
+        p = t.float()
+        per_row = (p * (p.clamp_min(eps).log() - s.float().clamp_min(eps).log())).sum(dim=-1)
+        losses.append(per_row.mean())
+    return torch.stack(losses).mean()
+
+
+def _masked_mean(values: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor:
+    if token_mask is None:
+        return values.mean()
+    weights = token_mask.to(values.dtype)
+    return (values * weights).sum() / weights.sum().clamp_min(1.0)

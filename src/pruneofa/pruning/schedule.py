@@ -97,16 +97,18 @@ def reference_rewind_multiplier(step: int, warmup: int, total: int, updates: lis
     reached) every f steps, and N = T - (E - B):
     t < W: t / W; B <= t < E: (N - t + r) / (N - W) with r = floor((t - B) / f) * f;
     otherwise (T - (E - B) - t) / (N - W) before B and (T - t) / (N - W) from E on.
+    Where pruning begins inside the warm-up (B < W) the formula exceeds 1 (the LR would pass its
+    peak); it is capped at 1 there.
     """
     begin, end = updates[0], updates[-1]
     frequency = updates[1] - updates[0] if len(updates) > 1 else max(end - begin, 1)
     n = total - (end - begin)
     if step < warmup:
         return step / warmup
-    denominator = max(n - warmup, 1)
     if begin <= step < end:
-        replayed = (step - begin) // frequency * frequency
-        return max(0.0, (n - step + replayed) / denominator)
-    if step < begin:
-        return max(0.0, (n - step) / denominator)
-    return max(0.0, (total - step) / denominator)
+        numerator = n - step + (step - begin) // frequency * frequency
+    elif step < begin:
+        numerator = n - step
+    else:
+        numerator = total - step
+    return min(1.0, max(0.0, numerator / max(n - warmup, 1)))

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from pruneofa.config.schema import DistillConfig, LRConfig, OptimConfig
 from pruneofa.data.mlm import IGNORE_INDEX, BatchStream, MaskedBatch, MLMMasker, masking_generator
-from pruneofa.distill import FrozenTeacher, hidden_state_loss, kd_logits_loss
+from pruneofa.distill import FrozenTeacher, attention_kl_loss, hidden_state_loss, kd_logits_loss
 from pruneofa.pruning.schedule import GMPSchedule, lr_at
 from pruneofa.pruning.sparsifier import Sparsifier
 from pruneofa.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
@@ -69,6 +69,14 @@ def decode_only(model: nn.Module, chosen: torch.Tensor) -> Iterator[None]:
         yield
     finally:
         handle.remove()
+
+
+def _decode_at(model: nn.Module, chosen: torch.Tensor | None, call: Callable[[], Any]) -> Any:
+    """`call()` with the vocabulary projection at `chosen` positions only (None: at every position)."""
+    if chosen is None:
+        return call()
+    with decode_only(model, chosen):
+        return call()
 
 
 def masked_lm_logits(
@@ -141,7 +149,8 @@ class Trainer:
 
     def distilling(self) -> bool:
         kd = self.spec.distill
-        return self.teacher is not None and kd is not None and (kd.alpha_kd > 0 or kd.alpha_hidden > 0)
+        return self.teacher is not None and kd is not None and (
+            kd.alpha_kd > 0 or kd.alpha_hidden > 0 or getattr(kd, "alpha_attention", 0.0) > 0)
 
     # -- the step -----------------------------------------------------------------------------------
     def train_step(self, step: int) -> dict[str, float]:
@@ -247,15 +256,35 @@ class MLMTrainer(Trainer):
             loss = nn.functional.cross_entropy(logits.float(), labels)
             return {"loss_mlm": loss, "loss": loss}
         kd = self.spec.distill
-        hidden = kd.alpha_hidden > 0
-        out = self.forward(input_ids=batch.input_ids, labels=batch.labels, output_hidden_states=hidden)
-        terms = {"loss_mlm": out.loss}
-        target = self.teacher(input_ids=batch.input_ids, output_hidden_states=hidden)
-        terms["loss_kd"] = kd_logits_loss(out.logits, target.logits, kd.temperature)  # packed blocks: no padding
-        loss = kd.alpha_mlm * terms["loss_mlm"] + kd.alpha_kd * terms["loss_kd"]
-        if hidden:
-            terms["loss_hidden"] = hidden_state_loss(out.hidden_states, target.hidden_states)
+        masked = batch.labels != IGNORE_INDEX
+        # The vocabulary projection runs where a term needs logits: everywhere for the paper's all-token KD,
+        # at the masked positions for MLM or masked-position KD, nowhere for representation distillation.
+        if kd.alpha_kd > 0 and kd.positions == "all":
+            decoded = None
+        else:
+            decoded = masked if kd.alpha_kd > 0 or kd.alpha_mlm > 0 else torch.zeros_like(masked)
+        extras = {"output_hidden_states": kd.alpha_hidden > 0, "output_attentions": kd.alpha_attention > 0}
+        out = _decode_at(self.model, decoded, lambda: self.forward(input_ids=batch.input_ids, **extras))
+        with torch.no_grad():
+            target = _decode_at(self.teacher.model, decoded if kd.alpha_kd > 0 else torch.zeros_like(masked),
+                                lambda: self.teacher(input_ids=batch.input_ids, **extras))
+        logits_at_masked = out.logits[masked] if out.logits.dim() == 3 else out.logits  # no decoder to hook
+        terms: dict[str, torch.Tensor] = {}
+        loss = torch.zeros((), device=batch.input_ids.device)
+        if kd.alpha_mlm > 0 or kd.alpha_kd > 0:
+            terms["loss_mlm"] = nn.functional.cross_entropy(logits_at_masked.float(), batch.labels[masked])
+            loss = loss + kd.alpha_mlm * terms["loss_mlm"]
+        if kd.alpha_kd > 0:  # packed blocks: no padding, every position counts
+            terms["loss_kd"] = kd_logits_loss(out.logits, target.logits, kd.temperature)
+            loss = loss + kd.alpha_kd * terms["loss_kd"]
+        if kd.alpha_hidden > 0:
+            chosen = slice(None) if kd.hidden_layers == "all" else slice(-1, None)
+            terms["loss_hidden"] = hidden_state_loss(out.hidden_states[chosen], target.hidden_states[chosen],
+                                                     kind=kd.hidden_loss)
             loss = loss + kd.alpha_hidden * terms["loss_hidden"]
+        if kd.alpha_attention > 0:
+            terms["loss_attention"] = attention_kl_loss(out.attentions, target.attentions)
+            loss = loss + kd.alpha_attention * terms["loss_attention"]
         terms["loss"] = loss
         return terms
 

@@ -120,6 +120,8 @@ def run_pretrain(recipe: Recipe, cfg: PretrainStage, model_in: str, out_dir: Pat
     dense, sparsifier_in, _ = load_model(model_in, head="mlm")
     if sparsifier_in is not None and sparsifier_in.sparsity > 0:
         raise PruneofaError(f"the pretrain stage needs a dense teacher, but '{model_in}' is already sparse")
+    if cfg.distill.alpha_attention > 0:  # attention maps come only from the eager implementation
+        dense.set_attn_implementation("eager")
     student = copy.deepcopy(dense).to(device)
     teacher = FrozenTeacher(dense).to(device)
     sparsifier = Sparsifier(student, cfg.masks)
