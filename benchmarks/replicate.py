@@ -1,0 +1,319 @@
+"""The research-question study: every run through the product's public commands, resumable, one command.
+
+    benchmarks/replicate.sh                      # in the background; resumes where it stopped
+    python benchmarks/replicate.py --list        # every cell and whether it is done
+    python benchmarks/replicate.py --render      # rewrite docs/RESULTS.md from the finished cells
+
+A *cell* is one `pruneofa run` (or `pruneofa prune`) with its overrides, in its own folder under
+runs/study/. When a cell finishes, its figures and wall time go to results/study/<cell>.json and
+docs/RESULTS.md is rewritten; a cell whose JSON exists is never run again, and a cell that was killed
+is continued with `--resume`. Cells run in study order; a cell whose inputs are not finished waits.
+
+Parts, in the order the issue gives them (each has to land before the next is worth the hours):
+- rq1-objectives: the pre-training objective at one budget, polarity transfer at 90%;
+- rq1-budget: the best objective's transfer accuracy against the sparse pre-training budget;
+- rq2: Prune OFA against one-shot pruning (and task-specific GMP) at equal per-task budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPE = ROOT / "benchmarks" / "study" / "polarity.yaml"
+RUNS = ROOT / "runs" / "study"
+RESULTS = ROOT / "results" / "study"
+REPORT = ROOT / "docs" / "RESULTS.md"
+SEEDS = (1, 2)
+
+# The pre-training objectives of RQ1 (recipe overrides of pretrain.distill)
+OBJECTIVES: dict[str, tuple[str, list[str]]] = {
+    "paper": ("MLM + logit KD at every token (the paper)", []),
+    "masked-kd": ("MLM + logit KD at the masked positions only", ["pretrain.distill.positions=masked"]),
+    "distilbert": ("MLM + masked-position KD + hidden cosine, last layer (DistilBERT)",
+                   ["pretrain.distill.positions=masked", "pretrain.distill.alpha_hidden=1.0",
+                    "pretrain.distill.hidden_loss=cosine", "pretrain.distill.hidden_layers=last"]),
+    "representation": ("hidden MSE, every layer + attention KL, no logits (TinyBERT-style)",
+                       ["pretrain.distill.alpha_kd=0", "pretrain.distill.alpha_mlm=0",
+                        "pretrain.distill.alpha_hidden=1.0", "pretrain.distill.alpha_attention=1.0"]),
+}
+BUDGETS = (180, 600, 1800)  # sparse pre-training steps at 16 x 128 tokens; 180 is the quickstart's
+
+PAPER_BERT_BASE = {
+    "85%": "SST-2 91.46, MNLI 82.71/83.67, QNLI 90.34, QQP 91.15/88.00, SQuAD 81.10/88.42",
+    "90%": "SST-2 90.88, MNLI 81.45/82.43, QNLI 89.07, QQP 90.93/87.72, SQuAD 79.83/87.25",
+}
+
+
+@dataclass
+class Cell:
+    """One run of the study: the command's arguments, the cells it needs, and where its result goes."""
+
+    name: str
+    part: str
+    label: str
+    seed: int | None
+    argv: Callable[[], list[str]]  # built late: it may depend on other cells' results
+    needs: list[str] = field(default_factory=list)
+
+    @property
+    def folder(self) -> Path:
+        return RUNS / self.name
+
+    @property
+    def result_file(self) -> Path:
+        return RESULTS / f"{self.name}.json"
+
+    def done(self) -> bool:
+        return self.result_file.is_file()
+
+
+def _run(stages: list[str], out: Path, overrides: list[str]) -> list[str]:
+    argv = ["run", str(RECIPE), "--out", str(out)]
+    for stage in stages:
+        argv += ["--only", stage]
+    for item in overrides:
+        argv += ["--set", item]
+    return argv
+
+
+def _teacher_dir() -> Path:
+    return RUNS / "teacher" / "teacher"
+
+
+def _dense_dir(seed: int) -> Path:
+    return RUNS / f"dense-s{seed}" / "finetune"
+
+
+def _schedule(steps: int) -> list[str]:
+    """The quickstart's shape at any length: 90% reached at 2/3 of the steps, 7 mask updates."""
+    end = steps * 2 // 3
+    return [f"pretrain.steps={steps}", f"pretrain.schedule.end_step={end}",
+            f"pretrain.schedule.frequency={end // 6}", f"pretrain.checkpoint_every={max(30, steps // 6)}",
+            f"pretrain.eval_every={steps // 3}"]
+
+
+def _ofa_cell(name: str, part: str, label: str, seed: int, overrides: Callable[[], list[str]]) -> Cell:
+    def argv() -> list[str]:
+        base = [f"model={_teacher_dir()}", f"seed={seed}", f"transfer.teacher={_dense_dir(seed)}"]
+        return _run(["pretrain", "transfer"], RUNS / name, base + overrides())
+
+    return Cell(name, part, label, seed, argv, needs=["teacher", f"dense-s{seed}"])
+
+
+def best_objective() -> str | None:
+    """The RQ1 objective with the best mean transfer accuracy, once all of them have finished."""
+    means = {}
+    for key in OBJECTIVES:
+        values = [_metric(f"rq1-{key}-s{s}", "transfer_accuracy") for s in SEEDS]
+        if any(v is None for v in values):
+            return None
+        means[key] = statistics.mean(values)
+    return max(means, key=means.__getitem__)
+
+
+def study() -> list[Cell]:
+    cells = [Cell("teacher", "base", "dense MiniLM teacher (prepared, 200 steps)", None,
+                  lambda: _run(["teacher"], RUNS / "teacher", []))]
+    for seed in SEEDS:
+        cells.append(Cell(f"dense-s{seed}", "base", "dense MiniLM fine-tuned (the task teacher)", seed,
+                          lambda seed=seed: _run(["finetune"], RUNS / f"dense-s{seed}",
+                                                 [f"finetune.init={_teacher_dir()}", f"seed={seed}"]),
+                          needs=["teacher"]))
+    for seed in SEEDS:  # seed-major: every objective gets its first seed before any gets its second
+        for key, (label, overrides) in OBJECTIVES.items():
+            cells.append(_ofa_cell(f"rq1-{key}-s{seed}", "rq1-objectives", label, seed,
+                                   lambda overrides=overrides: overrides))
+    # RQ2's one-shot floor is cheap (no pre-training): it runs before the hours of the budget curve
+    cells.append(Cell("oneshot", "rq2", "one-shot magnitude pruning of the dense teacher to 90%", None,
+                      lambda: ["prune", str(_teacher_dir()), "--sparsity", "0.9", "--out",
+                               str(RUNS / "oneshot" / "pruned")], needs=["teacher"]))
+    for seed in SEEDS:
+        cells.append(Cell(f"rq2-oneshot-s{seed}", "rq2", "one-shot 90% + the same locked transfer with KD", seed,
+                          lambda seed=seed: _run(["transfer"], RUNS / f"rq2-oneshot-s{seed}",
+                                                 [f"seed={seed}", f"transfer.init={RUNS / 'oneshot' / 'pruned'}",
+                                                  f"transfer.teacher={_dense_dir(seed)}"]),
+                          needs=["oneshot", f"dense-s{seed}"]))
+    objectives = [f"rq1-{key}-s{s}" for key in OBJECTIVES for s in SEEDS]
+    for steps in BUDGETS[1:]:
+        for seed in SEEDS:
+            cell = _ofa_cell(f"rq1-budget{steps}-s{seed}", "rq1-budget", f"{steps} pre-training steps", seed,
+                             lambda steps=steps: OBJECTIVES[best_objective()][1] + _schedule(steps))
+            cell.needs += objectives
+            cells.append(cell)
+    return cells
+
+
+# -- running ------------------------------------------------------------------------------------------
+def run_cell(cell: Cell) -> None:
+    cell.folder.mkdir(parents=True, exist_ok=True)
+    argv = cell.argv()
+    if argv[0] == "run" and any(cell.folder.iterdir()):
+        argv.append("--resume")  # a killed cell continues from its last checkpoint
+    command = [sys.executable, "-m", "pruneofa.cli.main", *argv]
+    print(f"[replicate] {cell.name}: {' '.join(command[2:])}", flush=True)
+    began = time.time()
+    with (RUNS / f"{cell.name}.log").open("a") as log:
+        code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    if code != 0:
+        raise SystemExit(f"[replicate] {cell.name} failed with exit {code}: see {RUNS / (cell.name + '.log')}")
+    result = {"name": cell.name, "part": cell.part, "label": cell.label, "seed": cell.seed,
+              "command": "pruneofa " + " ".join(argv), "wall_seconds": round(time.time() - began, 1),
+              "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), **collect(cell)}
+    result["resumed"] = "--resume" in argv  # wall time is then this attempt's only
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    _atomic_write(cell.result_file, json.dumps(result, indent=2))
+    print(f"[replicate] {cell.name}: done in {result['wall_seconds']:.0f} s", flush=True)
+
+
+def collect(cell: Cell) -> dict[str, Any]:
+    """The figures of a finished cell, read from its stages' summary.json files."""
+    out: dict[str, Any] = {}
+    stages = {p.parent.name: json.loads(p.read_text()) for p in cell.folder.glob("*/summary.json")}
+    if "teacher" in stages:
+        out["teacher_mlm_accuracy"] = stages["teacher"]["eval"]["after"]["mlm_accuracy"]
+    if "pretrain" in stages:
+        out["student_mlm_accuracy"] = stages["pretrain"]["eval"]["student"]["mlm_accuracy"]
+        out["pretrain_seconds"] = stages["pretrain"]["seconds"]
+        out["pretrain_steps"] = stages["pretrain"]["steps"]
+    for kind in ("finetune", "transfer"):
+        if kind in stages:
+            out[f"{kind}_accuracy"] = stages[kind]["eval"]["after"]["dev"]["accuracy"]
+            out[f"{kind}_seconds"] = stages[kind]["seconds"]
+            if "sparsity" in stages[kind]:
+                out[f"{kind}_sparsity"] = stages[kind]["sparsity"]["sparsity"]
+    return out
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _metric(cell: str, key: str) -> float | None:
+    file = RESULTS / f"{cell}.json"
+    return json.loads(file.read_text()).get(key) if file.is_file() else None
+
+
+def runnable(cells: list[Cell], parts: set[str] | None) -> Iterator[Cell]:
+    for cell in cells:
+        if cell.done() or (parts and cell.part not in parts and cell.part != "base"):
+            continue
+        if all((RESULTS / f"{need}.json").is_file() for need in cell.needs):
+            yield cell
+
+
+# -- the report ---------------------------------------------------------------------------------------
+def _stat(values: list[float]) -> str:
+    if not values:
+        return "pending"
+    if len(values) == 1:
+        return f"{values[0]:.2f} (1 seed)"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} (n={len(values)})"
+
+
+def _values(names: list[str], key: str) -> list[float]:
+    return [v for v in (_metric(n, key) for n in names) if v is not None]
+
+
+def _minutes(names: list[str]) -> str:
+    secs = _values(names, "wall_seconds")
+    return f"{statistics.mean(secs) / 60:.1f}" if secs else "-"
+
+
+def render() -> str:
+    dense = [f"dense-s{s}" for s in SEEDS]
+    lines = ["# Results of the research-question study", "",
+             "Written by `python benchmarks/replicate.py` from `results/study/*.json` (one file per finished "
+             "run); re-run `benchmarks/replicate.sh` to continue the study. MiniLM (all-MiniLM-L6-v2) on the "
+             "built-in corpus, transfer to the Pang & Lee sentence polarity set (3,200 train / 800 dev, our "
+             "seeded split; the SST-2 stand-in). Every cell is the mean ± standard deviation over seeds "
+             f"{', '.join(map(str, SEEDS))} of the dev accuracy (%), with the wall time of one run on this "
+             "2-core CPU. One standard error on 800 dev examples is about 1.4 points.", "",
+             "For orientation, the paper's BERT-Base figures (GPU, 2 x 100k steps at batch 256):", ""]
+    lines += [f"- {k}: {v}" for k, v in PAPER_BERT_BASE.items()]
+    teacher = _metric("teacher", "teacher_mlm_accuracy")
+    lines += ["", f"Dense teacher (prepared MiniLM) masked-token accuracy: "
+              f"{'pending' if teacher is None else f'{teacher:.4f}'}.", ""]
+    lines += ["## RQ1: the pre-training objective (90% unstructured, 180 steps, polarity transfer)", "",
+              "| model | transfer dev accuracy | student masked-token accuracy | pre-training s/step | "
+              "minutes per run |", "|---|---:|---:|---:|---:|",
+              f"| dense MiniLM fine-tuned (baseline) | {_stat(_values(dense, 'finetune_accuracy'))} | - | - | "
+              f"{_minutes(dense)} |"]
+    for key, (label, _) in OBJECTIVES.items():
+        names = [f"rq1-{key}-s{s}" for s in SEEDS]
+        steps = _values(names, "pretrain_steps")
+        secs = _values(names, "pretrain_seconds")
+        per_step = f"{statistics.mean(secs) / steps[0]:.2f}" if secs and steps else "-"
+        student = _values(names, "student_mlm_accuracy")
+        lines.append(f"| 90% Prune OFA, {label} | {_stat(_values(names, 'transfer_accuracy'))} | "
+                     f"{statistics.mean(student):.4f} |" if student else
+                     f"| 90% Prune OFA, {label} | pending | - |")
+        lines[-1] += f" {per_step} | {_minutes(names)} |"
+    best = best_objective()
+    lines += ["", f"Best objective: {OBJECTIVES[best][0] if best else 'pending (needs every RQ1 cell)'}.", "",
+              "## RQ1: transfer accuracy against the sparse pre-training budget (best objective)", "",
+              "| pre-training steps (x 16 x 128 tokens) | transfer dev accuracy | student masked-token accuracy | "
+              "minutes per run |", "|---:|---:|---:|---:|",
+              f"| dense baseline | {_stat(_values(dense, 'finetune_accuracy'))} | - | {_minutes(dense)} |"]
+    for steps in BUDGETS:
+        names = [f"rq1-{best}-s{s}" for s in SEEDS] if steps == BUDGETS[0] and best else \
+            [f"rq1-budget{steps}-s{s}" for s in SEEDS]
+        student = _values(names, "student_mlm_accuracy")
+        lines.append(f"| {steps} | {_stat(_values(names, 'transfer_accuracy'))} | "
+                     f"{f'{statistics.mean(student):.4f}' if student else '-'} | {_minutes(names)} |")
+    lines += ["", "## RQ2: Prune OFA against pruning at transfer time, equal per-task budget (300 steps, batch 32)",
+              "", "| model | dev accuracy | minutes per task run |", "|---|---:|---:|",
+              f"| dense baseline | {_stat(_values(dense, 'finetune_accuracy'))} | {_minutes(dense)} |"]
+    if best:
+        names = [f"rq1-{best}-s{s}" for s in SEEDS]
+        lines.append(f"| 90% Prune OFA ({best}), locked transfer + KD | "
+                     f"{_stat(_values(names, 'transfer_accuracy'))} | - |")
+    oneshot = [f"rq2-oneshot-s{s}" for s in SEEDS]
+    lines.append(f"| one-shot 90% + the same locked transfer + KD (the floor) | "
+                 f"{_stat(_values(oneshot, 'transfer_accuracy'))} | {_minutes(oneshot)} |")
+    lines += ["", "Cells still pending are in the study's order; `python benchmarks/replicate.py --list` shows "
+              "them. RQ2's task-specific GMP row, RQ3 (lock), RQ4 (QAT) and the block patterns follow.", ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", nargs="+", default=None, help="only these parts (and the base cells they need)")
+    parser.add_argument("--list", action="store_true", help="list the cells and whether each is done")
+    parser.add_argument("--render", action="store_true", help="only rewrite docs/RESULTS.md")
+    parser.add_argument("--max-cells", type=int, default=None, help="stop after this many cells")
+    args = parser.parse_args()
+    cells = study()
+    if args.list:
+        for cell in cells:
+            state = "done" if cell.done() else ("ready" if cell in list(runnable(cells, None)) else "waiting")
+            print(f"{state:8} {cell.part:15} {cell.name}")
+        return 0
+    ran = 0
+    while not args.render and (args.max_cells is None or ran < args.max_cells):
+        cell = next(runnable(cells, set(args.parts) if args.parts else None), None)
+        if cell is None:
+            break
+        run_cell(cell)
+        ran += 1
+        REPORT.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(REPORT, render())
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(REPORT, render())
+    print(f"[replicate] wrote {REPORT}; {sum(c.done() for c in cells)} of {len(cells)} cells done")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
