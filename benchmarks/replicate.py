@@ -129,11 +129,7 @@ def study() -> list[Cell]:
                           lambda seed=seed: _run(["finetune"], RUNS / f"dense-s{seed}",
                                                  [f"finetune.init={_teacher_dir()}", f"seed={seed}"]),
                           needs=["teacher"]))
-    for seed in SEEDS:  # seed-major: every objective gets its first seed before any gets its second
-        for key, (label, overrides) in OBJECTIVES.items():
-            cells.append(_ofa_cell(f"rq1-{key}-s{seed}", "rq1-objectives", label, seed,
-                                   lambda overrides=overrides: overrides))
-    # RQ2's one-shot floor is cheap (no pre-training): it runs before the hours of the budget curve
+    # RQ2's one-shot floor is cheap (no pre-training): it runs first, beside the dense baselines
     cells.append(Cell("oneshot", "rq2", "one-shot magnitude pruning of the dense teacher to 90%", None,
                       lambda: ["prune", str(_teacher_dir()), "--sparsity", "0.9", "--out",
                                str(RUNS / "oneshot" / "pruned")], needs=["teacher"]))
@@ -143,6 +139,10 @@ def study() -> list[Cell]:
                                                  [f"seed={seed}", f"transfer.init={RUNS / 'oneshot' / 'pruned'}",
                                                   f"transfer.teacher={_dense_dir(seed)}"]),
                           needs=["oneshot", f"dense-s{seed}"]))
+    for seed in SEEDS:  # seed-major: every objective gets its first seed before any gets its second
+        for key, (label, overrides) in OBJECTIVES.items():
+            cells.append(_ofa_cell(f"rq1-{key}-s{seed}", "rq1-objectives", label, seed,
+                                   lambda overrides=overrides: overrides))
     objectives = [f"rq1-{key}-s{s}" for key in OBJECTIVES for s in SEEDS]
     for steps in BUDGETS[1:]:
         for seed in SEEDS:
