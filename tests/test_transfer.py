@@ -172,3 +172,33 @@ def test_one_shot_pruned_headless_model_transfers_with_its_masks(tmp_path, monke
     summary = json.loads((out / "summary.json").read_text())
     assert summary["mask_identical_to_pretrain"] is True
     assert audit_folder(out).ok
+
+
+def test_task_specific_pruning_prunes_a_dense_model_during_the_fine_tuning(tmp_path, pretrained_run):
+    """The RQ2 baseline: GMP with rewinding and KD while fine-tuning the dense teacher, to exactly 90%."""
+    task = {"name": f"csv:{_write_task(tmp_path / 'task')}"}
+    recipe = _task_recipe(task, init="teacher",
+                          schedule={"final_sparsity": 0.9, "begin_step": 0, "end_step": 4, "frequency": 2},
+                          lr={"peak": 1e-3, "warmup_steps": 0, "rewind": True})
+    run_recipe(recipe, pretrained_run)
+    out = pretrained_run / "transfer"
+    report = audit_folder(out)
+    assert report.ok and all(layer.target == 0.9 for layer in report.layers)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if r.get("phase") == "transfer"]
+    assert [r["step"] - 1 for r in steps if r["mask_update"]] == [0, 2, 4]
+    assert steps[0]["sparsity"] < steps[2]["sparsity"] < steps[-1]["sparsity"] == pytest.approx(0.9, abs=2e-3)
+    assert {"loss_task", "loss_kd"} <= set(steps[0])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task_pruning"]["final_sparsity"] == 0.9 and "mask_identical_to_pretrain" not in summary
+
+
+def test_task_specific_pruning_refuses_a_sparse_start_and_an_unlocked_run(tmp_path, pretrained_run):
+    from pruneofa.errors import PruneofaError
+
+    task = {"name": f"csv:{_write_task(tmp_path / 'task')}"}
+    schedule = {"final_sparsity": 0.9, "begin_step": 0, "end_step": 4, "frequency": 2}
+    with pytest.raises(PruneofaError, match="starts from a dense model"):
+        run_stage(_task_recipe(task, schedule=schedule), "transfer", "unused", pretrained_run / "x")
+    with pytest.raises(Exception, match="lock: false do not mix"):
+        _task_recipe(task, schedule=schedule, lock=False)

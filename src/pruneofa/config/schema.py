@@ -242,6 +242,24 @@ class TransferStage(FinetuneStage):
     teacher: str | None = Field("finetune", description="the dense task teacher (a stage or a path); null: no KD")
     distill: TaskDistillConfig = Field(default_factory=TaskDistillConfig)
     lock: bool = Field(True, description="keep the pre-training mask (false only for the ablation)")
+    schedule: GMPConfig | None = Field(
+        None,
+        description="task-specific pruning (the baseline Prune OFA is measured against): `init` is a dense "
+        "model, pruned by GMP on this schedule during the fine-tuning, with `masks` and `lr.rewind`; null: the "
+        "pre-training mask is kept",
+    )
+    masks: SparsityConfig = Field(default_factory=SparsityConfig, description="with `schedule` only")
+
+    @model_validator(mode="after")
+    def _check_task_pruning(self) -> TransferStage:
+        if self.schedule is None:
+            return self
+        if not self.lock:
+            raise ValueError("schedule (task-specific pruning) and lock: false do not mix; keep lock: true")
+        if self.schedule.end_step >= self.steps:
+            raise ValueError(f"schedule.end_step ({self.schedule.end_step}) must be before the last step "
+                             f"(steps={self.steps}): the final mask update needs training steps after it")
+        return self
 
 
 class QATStage(TransferStage):

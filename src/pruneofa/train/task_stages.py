@@ -4,7 +4,8 @@ Sparse transfer starts from the sparse pre-trained model with a fresh task head,
 for bit (checked against the pre-training mask on disk at the start and the end), and distils from the
 dense task teacher: alpha_task * CE + alpha_kd * T^2 * KL on the task logits (start and end logits for
 QA). With `lock: false` (an ablation) the masks are detached, the weights may regrow, and the audit
-at the end reports the drift instead of failing the stage.
+at the end reports the drift instead of failing the stage. With `schedule` (task-specific pruning, the
+baseline Prune OFA is measured against) a dense model is pruned by GMP during the same fine-tuning.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from pruneofa.errors import PruneofaError, SparsityDriftError
 from pruneofa.fsutil import atomic_write_text
 from pruneofa.masks import attach_mask, detach_masks
 from pruneofa.modeling import load_model, load_tokenizer, read_masks
+from pruneofa.pruning.schedule import GMPSchedule
+from pruneofa.pruning.sparsifier import Sparsifier
 from pruneofa.tasks import load_task
 from pruneofa.tasks.base import TaskData
 from pruneofa.tasks.classification import classification_collator, compute_metrics, encode_classification
@@ -163,12 +166,16 @@ def _run_task_stage(recipe: Recipe, cfg: FinetuneStage | TransferStage, out_dir:
     head, head_kwargs = _head_for(inputs)
     model, sparsifier, _ = load_model(init, head=head, **head_kwargs)
     transfer = isinstance(cfg, TransferStage)
+    task_pruning = transfer and cfg.schedule is not None
+    if task_pruning:
+        sparsifier = _task_pruning_sparsifier(model, sparsifier, cfg, init)
     if transfer and sparsifier is None:
-        raise PruneofaError(f"sparse transfer needs a sparse pre-trained model, but '{init}' has no masks")
+        raise PruneofaError(f"sparse transfer needs a sparse pre-trained model, but '{init}' has no masks "
+                            "(or set transfer.schedule to prune a dense model during the fine-tuning)")
     if not transfer and sparsifier is not None and sparsifier.sparsity > 0:
         raise PruneofaError(f"the finetune stage trains the dense task teacher, but '{init}' is sparse")
-    saved_masks = read_masks(init, model) if transfer else {}
-    if sparsifier is not None:
+    saved_masks = read_masks(init, model) if transfer and not task_pruning else {}
+    if sparsifier is not None and not task_pruning:
         sparsifier.check(where=f"{kind} start")
         sparsifier.lock()
     unlocked = transfer and not cfg.lock
@@ -193,6 +200,7 @@ def _run_task_stage(recipe: Recipe, cfg: FinetuneStage | TransferStage, out_dir:
     metrics = MetricsLog.for_stage(out_dir, resume)
     # QAT evaluates only at the end: an evaluation with live observers would calibrate on the dev set
     spec = PhaseSpec(kind, cfg.steps, cfg.lr, cfg.optim, distill=getattr(cfg, "distill", None),
+                     schedule=GMPSchedule.from_config(cfg.schedule) if task_pruning else None,
                      eval_every=cfg.steps if qat else cfg.eval_every, checkpoint_every=cfg.checkpoint_every)
     stream = BatchStream(torch.arange(len(inputs.train))[:, None], cfg.optim.batch_size, recipe.seed)
     trainer = TaskTrainer(model=model, spec=spec, stream=stream, out_dir=out_dir, device=device, seed=recipe.seed,
@@ -219,7 +227,10 @@ def _run_task_stage(recipe: Recipe, cfg: FinetuneStage | TransferStage, out_dir:
                 attach_mask(modules[module_name], buffer.removesuffix("_mask"), mask)
         report = sparsifier.audit(where=f"end of {kind}")
         summary["sparsity"] = report.overall()
-        if not unlocked:
+        if task_pruning:
+            report.raise_if_drifted()
+            summary["task_pruning"] = cfg.schedule.model_dump()
+        elif not unlocked:
             report.raise_if_drifted()
             summary["mask_identical_to_pretrain"] = _masks_equal(model, saved_masks)
             if not summary["mask_identical_to_pretrain"]:
@@ -234,6 +245,15 @@ def _run_task_stage(recipe: Recipe, cfg: FinetuneStage | TransferStage, out_dir:
     finish_stage(out_dir, model, tokenizer, sparsifier, summary, extra)
     print_summary(kind, summary)
     return out_dir
+
+
+def _task_pruning_sparsifier(model: torch.nn.Module, loaded: Sparsifier | None, cfg: TransferStage,
+                             init: str) -> Sparsifier:
+    """Task-specific pruning: a dense model gets fresh masks, which GMP fills during the fine-tuning."""
+    if loaded is not None and loaded.sparsity > 0:
+        raise PruneofaError(f"task-specific pruning (transfer.schedule) starts from a dense model, but '{init}' "
+                            "is already sparse: drop transfer.schedule to keep its mask instead")
+    return Sparsifier(model, cfg.masks)
 
 
 def _masks_equal(model: torch.nn.Module, saved: dict[str, torch.Tensor]) -> bool:
