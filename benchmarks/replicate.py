@@ -46,6 +46,13 @@ OBJECTIVES: dict[str, tuple[str, list[str]]] = {
                        ["pretrain.distill.alpha_kd=0", "pretrain.distill.alpha_mlm=0",
                         "pretrain.distill.alpha_hidden=1.0", "pretrain.distill.alpha_attention=1.0"]),
 }
+TASK_STEPS = (300, 1200, 4800)  # per-task fine-tuning steps at batch 32: Prune OFA's budget, then 4x and 16x
+PRETRAIN_ABLATIONS = [  # the best objective with one ingredient of the paper's pre-training switched off
+    ("no-lrr", "Prune OFA, pre-training without LR rewinding", ["pretrain.lr.rewind=false"]),
+    ("no-kd", "Prune OFA, pre-training without KD (MLM alone)",
+     ["pretrain.distill.alpha_kd=0", "pretrain.distill.alpha_mlm=1", "pretrain.distill.alpha_hidden=0",
+      "pretrain.distill.alpha_attention=0"]),
+]
 BUDGETS = (180, 600, 1800)  # sparse pre-training steps at 16 x 128 tokens; 180 is the quickstart's
 
 PAPER_BERT_BASE = {
@@ -139,6 +146,8 @@ def study() -> list[Cell]:
                                                  [f"seed={seed}", f"transfer.init={RUNS / 'oneshot' / 'pruned'}",
                                                   f"transfer.teacher={_dense_dir(seed)}"]),
                           needs=["oneshot", f"dense-s{seed}"]))
+    for seed in SEEDS:  # task-specific pruning at equal per-task budget: the comparison the method must win
+        cells.append(_task_pruning_cell(TASK_STEPS[0], seed))
     for seed in SEEDS:  # seed-major: every objective gets its first seed before any gets its second
         for key, (label, overrides) in OBJECTIVES.items():
             cells.append(_ofa_cell(f"rq1-{key}-s{seed}", "rq1-objectives", label, seed,
@@ -150,7 +159,29 @@ def study() -> list[Cell]:
                              lambda steps=steps: OBJECTIVES[best_objective()][1] + _schedule(steps))
             cell.needs += objectives
             cells.append(cell)
+    for steps in TASK_STEPS[1:]:  # where task-specific pruning catches up, at 4x and 16x the per-task steps
+        for seed in SEEDS:
+            cells.append(_task_pruning_cell(steps, seed))
+    for key, label, overrides in PRETRAIN_ABLATIONS:
+        for seed in SEEDS:
+            cell = _ofa_cell(f"rq2-{key}-s{seed}", "rq2-ablations", label, seed,
+                             lambda overrides=overrides: OBJECTIVES[best_objective()][1] + overrides)
+            cell.needs += objectives
+            cells.append(cell)
     return cells
+
+
+def _task_pruning_cell(steps: int, seed: int) -> Cell:
+    """GMP + LRR + KD from the dense task teacher during the fine-tuning, from the dense model to 90%."""
+    end = steps * 2 // 3
+    overrides = [f"seed={seed}", f"transfer.init={_teacher_dir()}", f"transfer.teacher={_dense_dir(seed)}",
+                 f"transfer.steps={steps}", "transfer.schedule.final_sparsity=0.9", "transfer.schedule.begin_step=0",
+                 f"transfer.schedule.end_step={end}", f"transfer.schedule.frequency={end // 10}",
+                 "transfer.lr.rewind=true", f"transfer.eval_every={steps // 3}",
+                 f"transfer.checkpoint_every={max(100, steps // 6)}"]
+    name = f"rq2-taskgmp{steps}-s{seed}"
+    return Cell(name, "rq2", f"task-specific GMP + LRR + KD, {steps} steps", seed,
+                lambda: _run(["transfer"], RUNS / name, overrides), needs=["teacher", f"dense-s{seed}"])
 
 
 # -- running ------------------------------------------------------------------------------------------
@@ -282,8 +313,16 @@ def render() -> str:
     oneshot = [f"rq2-oneshot-s{s}" for s in SEEDS]
     lines.append(f"| one-shot 90% + the same locked transfer + KD (the floor) | "
                  f"{_stat(_values(oneshot, 'transfer_accuracy'))} | {_minutes(oneshot)} |")
+    for steps in TASK_STEPS:
+        names = [f"rq2-taskgmp{steps}-s{s}" for s in SEEDS]
+        budget = "equal budget" if steps == TASK_STEPS[0] else f"{steps // TASK_STEPS[0]}x the per-task steps"
+        lines.append(f"| task-specific GMP + LRR + KD to 90%, {steps} steps ({budget}) | "
+                     f"{_stat(_values(names, 'transfer_accuracy'))} | {_minutes(names)} |")
+    for key, label, _ in PRETRAIN_ABLATIONS:
+        names = [f"rq2-{key}-s{s}" for s in SEEDS]
+        lines.append(f"| {label} | {_stat(_values(names, 'transfer_accuracy'))} | {_minutes(names)} |")
     lines += ["", "Cells still pending are in the study's order; `python benchmarks/replicate.py --list` shows "
-              "them. RQ2's task-specific GMP row, RQ3 (lock), RQ4 (QAT) and the block patterns follow.", ""]
+              "them. RQ1 on the other tasks, RQ3 (lock), RQ4 (QAT) and the block patterns follow.", ""]
     return "\n".join(lines)
 
 
