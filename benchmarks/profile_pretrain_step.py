@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from pruneofa.cli.run_cmd import _keep_large_allocations
 from pruneofa.config.schema import DistillConfig, LRConfig, OptimConfig, SparsityConfig
 from pruneofa.data.mlm import IGNORE_INDEX, BatchStream, MaskedBatch
 from pruneofa.distill import FrozenTeacher, kd_logits_loss
@@ -113,6 +114,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("results/pretrain_step_profile.json"))
     args = parser.parse_args()
+    _keep_large_allocations()  # as `pruneofa run` does, so the step costs what it costs in a run
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     dense, _, _ = load_model(args.model, head="mlm")
