@@ -48,6 +48,10 @@ OBJECTIVES: dict[str, dict[str, Any]] = {
     "hidden MSE + attention KL (eager attention)": {"alpha_kd": 0.0, "alpha_mlm": 0.0, "alpha_hidden": 1.0,
                                                     "alpha_attention": 1.0},
 }
+BF16 = {  # the same objectives under bfloat16 autocast (optim.precision: bf16)
+    "paper, bf16 autocast": "paper: MLM + logit KD, every token",
+    "masked-position KD, bf16 autocast": "MLM + logit KD at masked positions",
+}
 
 
 def _batch(vocab: int, batch: int, seq: int, seed: int) -> MaskedBatch:
@@ -58,8 +62,9 @@ def _batch(vocab: int, batch: int, seq: int, seed: int) -> MaskedBatch:
     return MaskedBatch(torch.where(chosen, torch.full_like(ids, 103), ids), labels)
 
 
-def _trainer(student, teacher, distill: dict[str, Any], sparsifier, out: Path) -> MLMTrainer:
-    spec = PhaseSpec("profile", 10, LRConfig(peak=1e-5), OptimConfig(), distill=DistillConfig(**distill))
+def _trainer(student, teacher, distill: dict[str, Any], sparsifier, out: Path, precision: str = "fp32") -> MLMTrainer:
+    spec = PhaseSpec("profile", 10, LRConfig(peak=1e-5), OptimConfig(precision=precision),
+                     distill=DistillConfig(**distill))
     stream = BatchStream(torch.zeros(1, 1, dtype=torch.long), 1, 0)
     return MLMTrainer(model=student, spec=spec, stream=stream, out_dir=out, device=torch.device("cpu"), seed=0,
                       metrics=MetricsLog.for_stage(out, False), teacher=teacher, sparsifier=sparsifier)
@@ -71,7 +76,8 @@ def _step(trainer: MLMTrainer, batch: MaskedBatch) -> float:
     for model in (trainer.model, trainer.teacher.model):
         model.set_attn_implementation(implementation)
     began = time.perf_counter()
-    trainer.losses(batch)["loss"].backward()
+    with trainer.autocast():
+        trainer.losses(batch)["loss"].backward()
     torch.nn.utils.clip_grad_norm_(trainer.optimizer.param_groups[0]["params"], 1.0)
     trainer.optimizer.step()
     trainer.optimizer.zero_grad(set_to_none=True)
@@ -130,6 +136,8 @@ def main() -> None:
     for seq in args.seq:
         batch = _batch(vocab, args.batch, seq, seed=seq)
         trainers = {name: _trainer(student, teacher, cfg, sparsifier, scratch) for name, cfg in OBJECTIVES.items()}
+        trainers |= {name: _trainer(student, teacher, OBJECTIVES[base], sparsifier, scratch, "bf16")
+                     for name, base in BF16.items()}
         times: dict[str, list[float]] = {name: [] for name in trainers}
         for trainer in trainers.values():  # one warm-up step each
             _step(trainer, batch)

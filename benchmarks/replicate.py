@@ -42,6 +42,8 @@ OBJECTIVES: dict[str, tuple[str, list[str]]] = {
     "distilbert": ("MLM + masked-position KD + hidden cosine, last layer (DistilBERT)",
                    ["pretrain.distill.positions=masked", "pretrain.distill.alpha_hidden=1.0",
                     "pretrain.distill.hidden_loss=cosine", "pretrain.distill.hidden_layers=last"]),
+    "masked-kd-bf16": ("MLM + masked-position KD, bfloat16 autocast", ["pretrain.distill.positions=masked",
+                                                                      "pretrain.optim.precision=bf16"]),
     "representation": ("hidden MSE, every layer + attention KL, no logits (TinyBERT-style)",
                        ["pretrain.distill.alpha_kd=0", "pretrain.distill.alpha_mlm=0",
                         "pretrain.distill.alpha_hidden=1.0", "pretrain.distill.alpha_attention=1.0"]),

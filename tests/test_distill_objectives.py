@@ -106,3 +106,25 @@ def test_attention_kl_and_hidden_losses_match_hand_computed_values():
     # cosine: token 1: 1 - 1/sqrt(2), token 2: 0; mse: token 1: (0 + 1) / 2, token 2: (0 + 1) / 2
     assert float(hidden_state_loss((s,), (t,), kind="cosine")) == pytest.approx((1 - 2 ** -0.5) / 2, rel=1e-6)
     assert float(hidden_state_loss((s,), (t,), kind="mse")) == pytest.approx(0.5, rel=1e-6)
+
+
+def test_bf16_autocast_step_keeps_fp32_masters_and_the_mask(tmp_path):
+    from pruneofa.config.schema import SparsityConfig
+    from pruneofa.pruning.sparsifier import Sparsifier
+
+    trainer = _trainer(tmp_path, alpha_kd=0.5, alpha_mlm=0.5, positions="masked")
+    sparsifier = Sparsifier(trainer.model, SparsityConfig())
+    sparsifier.prune_to(0.75)
+    sparsifier.bind_optimizer(trainer.optimizer)
+    batch = _batch()
+    with torch.no_grad():
+        fp32 = float(trainer.losses(batch)["loss"])
+    trainer.spec.optim = trainer.spec.optim.model_copy(update={"precision": "bf16"})
+    with trainer.autocast():
+        terms = trainer.losses(batch)
+        assert trainer.model.bert.encoder.layer[0].attention.self.query(torch.ones(1, 32)).dtype == torch.bfloat16
+        terms["loss"].backward()
+    assert float(terms["loss"].detach()) == pytest.approx(fp32, rel=0.05)  # bf16 rounding, not another loss
+    trainer.optimizer.step()
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    assert sparsifier.check().ok  # the re-mask after the step holds under autocast too

@@ -114,6 +114,12 @@ class OptimConfig(StrictModel):
     grad_clip: Annotated[float, Field(gt=0.0)] | None = 1.0
     batch_size: PositiveInt = 16
     grad_accum_steps: PositiveInt = 1
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="bf16: the forward and backward run under bfloat16 autocast (much faster on CPUs with "
+        "AVX512_BF16 or AMX, and on GPUs; slower where bf16 is emulated); weights, masks, gradients and the "
+        "optimizer stay fp32",
+    )
 
 
 class DataConfig(StrictModel):

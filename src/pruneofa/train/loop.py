@@ -164,7 +164,7 @@ class Trainer:
             group["lr"] = lr
         totals: dict[str, float] = {}
         for micro in range(accum):
-            with self.dist.no_sync(self.forward, sync=micro == accum - 1):
+            with self.dist.no_sync(self.forward, sync=micro == accum - 1), self.autocast():
                 terms = self.losses(self.next_batch(step, micro))
                 (terms["loss"] / accum).backward()
             for key, value in terms.items():
@@ -175,6 +175,11 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         sparsity = self.sparsifier.sparsity if self.sparsifier else 0.0
         return {**totals, "lr": lr, "sparsity": sparsity, "mask_update": updated}
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """bfloat16 autocast for the step's forward and backward when the phase asks for it (fp32 masters)."""
+        enabled = self.spec.optim.precision == "bf16"
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     # -- the phase ----------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> dict[str, Any]:
