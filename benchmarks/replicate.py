@@ -12,7 +12,11 @@ is continued with `--resume`. Cells run in study order; a cell whose inputs are 
 Parts, in the order the issue gives them (each has to land before the next is worth the hours):
 - rq1-objectives: the pre-training objective at one budget, polarity transfer at 90%;
 - rq1-budget: the best objective's transfer accuracy against the sparse pre-training budget;
-- rq2: Prune OFA against one-shot pruning (and task-specific GMP) at equal per-task budget.
+- rq2: Prune OFA against one-shot pruning and task-specific GMP at equal per-task budget, then 4x and
+  16x the per-task steps; rq2-ablations: pre-training without LRR, without KD;
+- rq1-tasks: 85% and 90% on polarity, wiki-pairs and wiki-qa; rq3: the lock off; rq4: QAT, export, size;
+  patterns: 1x4 blocks at 90% and 80%.
+The one-shot floor and task-specific GMP at equal budget run early (they need no pre-training).
 """
 
 from __future__ import annotations
@@ -170,7 +174,86 @@ def study() -> list[Cell]:
                              lambda overrides=overrides: OBJECTIVES[best_objective()][1] + overrides)
             cell.needs += objectives
             cells.append(cell)
+    cells += later_parts(objectives)
     return cells
+
+
+TASKS = {  # task -> its TaskConfig overrides (the stage's `task` block), for both finetune and transfer
+    "polarity": [],
+    "wiki-pairs": ["task.name=wiki-pairs", "task.max_length=128"],
+    "wiki-qa": ["task.name=wiki-qa", "task.max_length=192", "task.doc_stride=64", "task.max_query_length=48",
+                "task.eval_batch_size=64"],
+}
+
+
+def _best_pretrain(seed: int) -> Path:
+    return RUNS / f"rq1-{best_objective()}-s{seed}" / "pretrain"
+
+
+def _task_overrides(stage: str, task: str) -> list[str]:
+    return [f"{stage}.{item}" for item in TASKS[task]]
+
+
+def later_parts(objectives: list[str]) -> list[Cell]:
+    """RQ1 on the other tasks, RQ3 (lock), RQ4 (QAT, size), the block patterns: all from the best objective."""
+    cells = []
+    for seed in SEEDS:
+        cells.append(_pretrain_cell(f"rq1tasks-pt85-s{seed}", "rq1-tasks", "85% Prune OFA pre-training", seed,
+                                    ["pretrain.schedule.final_sparsity=0.85"], objectives))
+        for task in ("wiki-pairs", "wiki-qa"):
+            name = f"dense-{task}-s{seed}"
+            cells.append(Cell(name, "rq1-tasks", f"dense MiniLM fine-tuned on {task}", seed,
+                              lambda name=name, seed=seed, task=task: _run(
+                                  ["finetune"], RUNS / name,
+                                  [f"finetune.init={_teacher_dir()}", f"seed={seed}",
+                                   *_task_overrides("finetune", task)]),
+                              needs=["teacher"]))
+        for task in TASKS:
+            dense = f"dense-s{seed}" if task == "polarity" else f"dense-{task}-s{seed}"
+            for sparsity in (85, 90):
+                name = f"rq1tasks-{task}-{sparsity}-s{seed}"
+                pretrained = (lambda seed=seed: RUNS / f"rq1tasks-pt85-s{seed}" / "pretrain") if sparsity == 85 \
+                    else (lambda seed=seed: _best_pretrain(seed))
+                cells.append(Cell(name, "rq1-tasks", f"{sparsity}% Prune OFA, locked transfer + KD, {task}", seed,
+                                  lambda name=name, seed=seed, task=task, pretrained=pretrained, dense=dense: _run(
+                                      ["transfer"], RUNS / name,
+                                      [f"seed={seed}", f"transfer.init={pretrained()}",
+                                       f"transfer.teacher={RUNS / dense / 'finetune'}",
+                                       *_task_overrides("transfer", task)]),
+                                  needs=[dense, f"rq1tasks-pt85-s{seed}", *objectives]))
+    for seed in SEEDS:
+        name = f"rq3-unlocked-s{seed}"
+        cells.append(Cell(name, "rq3", "90% Prune OFA, transfer with the pattern lock off", seed,
+                          lambda name=name, seed=seed: _run(
+                              ["transfer"], RUNS / name,
+                              [f"seed={seed}", f"transfer.init={_best_pretrain(seed)}", "transfer.lock=false",
+                               f"transfer.teacher={_dense_dir(seed)}"]),
+                          needs=[f"dense-s{seed}", *objectives]))
+    for seed in SEEDS:
+        name = f"rq4-qat-s{seed}"
+        cells.append(Cell(name, "rq4", "90% Prune OFA + 8-bit QAT (exported int8)", seed,
+                          lambda name=name, seed=seed: [
+                              _run(["qat"], RUNS / name,
+                                   [f"seed={seed}", f"qat.init={_best_pretrain(seed).parent / 'transfer'}",
+                                    f"qat.teacher={_dense_dir(seed)}"]),
+                              ["export", str(RUNS / name / "qat"), "--out", str(RUNS / name / "artifact")],
+                              ["size", str(RUNS / name / "artifact"), "--json"]],
+                          needs=[f"dense-s{seed}", *objectives]))
+    for blocks in (90, 80):
+        for seed in SEEDS:
+            cell = _ofa_cell(f"pattern-block{blocks}-s{seed}", "patterns", f"{blocks}% in 1x4 blocks", seed,
+                             lambda blocks=blocks: [*OBJECTIVES[best_objective()][1], "pretrain.masks.pattern=block1x4",
+                                                    f"pretrain.schedule.final_sparsity={blocks / 100}"])
+            cell.needs += objectives
+            cells.append(cell)
+    return cells
+
+
+def _pretrain_cell(name: str, part: str, label: str, seed: int, overrides: list[str], objectives: list[str]) -> Cell:
+    return Cell(name, part, label, seed,
+                lambda: _run(["pretrain"], RUNS / name, [f"model={_teacher_dir()}", f"seed={seed}",
+                                                          *OBJECTIVES[best_objective()][1], *overrides]),
+                needs=["teacher", *objectives])
 
 
 def _task_pruning_cell(steps: int, seed: int) -> Cell:
@@ -189,23 +272,40 @@ def _task_pruning_cell(steps: int, seed: int) -> Cell:
 # -- running ------------------------------------------------------------------------------------------
 def run_cell(cell: Cell) -> None:
     cell.folder.mkdir(parents=True, exist_ok=True)
-    argv = cell.argv()
-    if argv[0] == "run" and any(cell.folder.iterdir()):
-        argv.append("--resume")  # a killed cell continues from its last checkpoint
-    command = [sys.executable, "-m", "pruneofa.cli.main", *argv]
-    print(f"[replicate] {cell.name}: {' '.join(command[2:])}", flush=True)
+    resumed = any(cell.folder.iterdir())
+    commands = cell.argv()
+    commands = commands if isinstance(commands[0], list) else [commands]
     began = time.time()
-    with (RUNS / f"{cell.name}.log").open("a") as log:
-        code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    if code != 0:
-        raise SystemExit(f"[replicate] {cell.name} failed with exit {code}: see {RUNS / (cell.name + '.log')}")
+    captured: dict[str, Any] = {}
+    for argv in commands:
+        if argv[0] == "run" and resumed:
+            argv = [*argv, "--resume"]  # a killed cell continues from its last checkpoint
+        if argv[0] in ("export", "prune") and Path(argv[argv.index("--out") + 1]).exists():
+            continue  # written whole (atomically) by an earlier attempt
+        captured |= _call(cell, argv)
     result = {"name": cell.name, "part": cell.part, "label": cell.label, "seed": cell.seed,
-              "command": "pruneofa " + " ".join(argv), "wall_seconds": round(time.time() - began, 1),
-              "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), **collect(cell)}
-    result["resumed"] = "--resume" in argv  # wall time is then this attempt's only
+              "commands": ["pruneofa " + " ".join(argv) for argv in commands],
+              "wall_seconds": round(time.time() - began, 1), "resumed": resumed,  # then: this attempt's time
+              "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), **collect(cell), **captured}
     RESULTS.mkdir(parents=True, exist_ok=True)
     _atomic_write(cell.result_file, json.dumps(result, indent=2))
     print(f"[replicate] {cell.name}: done in {result['wall_seconds']:.0f} s", flush=True)
+
+
+def _call(cell: Cell, argv: list[str]) -> dict[str, Any]:
+    """Run one pruneofa command for `cell`, its output in the cell's log; `size --json` is kept."""
+    command = [sys.executable, "-m", "pruneofa.cli.main", *argv]
+    print(f"[replicate] {cell.name}: pruneofa {' '.join(argv)}", flush=True)
+    log_file = RUNS / f"{cell.name}.log"
+    with log_file.open("a") as log:
+        if argv[0] == "size":
+            done = subprocess.run(command, stdout=subprocess.PIPE, stderr=log, cwd=ROOT, text=True)
+            code, captured = done.returncode, {"size": json.loads(done.stdout) if done.returncode == 0 else None}
+        else:
+            code, captured = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT), {}
+    if code != 0:
+        raise SystemExit(f"[replicate] {cell.name} failed with exit {code}: see {log_file}")
+    return captured
 
 
 def collect(cell: Cell) -> dict[str, Any]:
@@ -218,12 +318,16 @@ def collect(cell: Cell) -> dict[str, Any]:
         out["student_mlm_accuracy"] = stages["pretrain"]["eval"]["student"]["mlm_accuracy"]
         out["pretrain_seconds"] = stages["pretrain"]["seconds"]
         out["pretrain_steps"] = stages["pretrain"]["steps"]
-    for kind in ("finetune", "transfer"):
+    for kind in ("finetune", "transfer", "qat"):
         if kind in stages:
-            out[f"{kind}_accuracy"] = stages[kind]["eval"]["after"]["dev"]["accuracy"]
+            dev = stages[kind]["eval"]["after"]["dev"]
+            out[f"{kind}_dev"] = dev  # accuracy, or exact_match and f1 for QA
+            out[f"{kind}_accuracy"] = dev.get("accuracy", dev.get("f1"))
             out[f"{kind}_seconds"] = stages[kind]["seconds"]
             if "sparsity" in stages[kind]:
                 out[f"{kind}_sparsity"] = stages[kind]["sparsity"]["sparsity"]
+    if "qat" in stages:
+        out["qat_fp32_sparse_accuracy"] = stages["qat"]["eval"]["fp32_sparse"]["dev"].get("accuracy")
     return out
 
 
@@ -323,9 +427,45 @@ def render() -> str:
     for key, label, _ in PRETRAIN_ABLATIONS:
         names = [f"rq2-{key}-s{s}" for s in SEEDS]
         lines.append(f"| {label} | {_stat(_values(names, 'transfer_accuracy'))} | {_minutes(names)} |")
+    lines += _later_tables(best, dense)
     lines += ["", "Cells still pending are in the study's order; `python benchmarks/replicate.py --list` shows "
-              "them. RQ1 on the other tasks, RQ3 (lock), RQ4 (QAT) and the block patterns follow.", ""]
+              "them.", ""]
     return "\n".join(lines)
+
+
+def _later_tables(best: str | None, dense: list[str]) -> list[str]:
+    ofa = [f"rq1-{best}-s{s}" for s in SEEDS] if best else []
+    lines = ["", "## RQ1 on every task: 85% and 90% locked transfer with KD against dense (accuracy; F1 for QA)", "",
+             "| task | dense | 85% Prune OFA | 90% Prune OFA |", "|---|---:|---:|---:|"]
+    for task in TASKS:
+        dense_names = dense if task == "polarity" else [f"dense-{task}-s{s}" for s in SEEDS]
+        row = [_stat(_values(dense_names, "finetune_accuracy"))]
+        row += [_stat(_values([f"rq1tasks-{task}-{sp}-s{s}" for s in SEEDS], "transfer_accuracy")) for sp in (85, 90)]
+        lines.append(f"| {task} | {' | '.join(row)} |")
+    unlocked = [f"rq3-unlocked-s{s}" for s in SEEDS]
+    lines += ["", "## RQ3: the pattern lock in transfer (90%, polarity)", "",
+              "| transfer | dev accuracy | encoder sparsity at the end |", "|---|---:|---:|",
+              f"| dense baseline | {_stat(_values(dense, 'finetune_accuracy'))} | 0 |",
+              f"| lock on (the method) | {_stat(_values(ofa, 'transfer_accuracy'))} | "
+              f"{_stat(_values(ofa, 'transfer_sparsity'))} |",
+              f"| lock off | {_stat(_values(unlocked, 'transfer_accuracy'))} | "
+              f"{_stat(_values(unlocked, 'transfer_sparsity'))} |"]
+    qat = [f"rq4-qat-s{s}" for s in SEEDS]
+    sizes = [v["whole_model"]["dense_fp32"] / v["whole_model"]["bytes"] for v in (_metric(n, "size") for n in qat)
+             if v and "whole_model" in v]
+    lines += ["", "## RQ4: 8-bit QAT on the 90% model (polarity)", "",
+              "| model | dev accuracy | size vs dense fp32 |", "|---|---:|---:|",
+              f"| 90% sparse fp32 (before QAT) | {_stat(_values(qat, 'qat_fp32_sparse_accuracy'))} | - |",
+              f"| 90% sparse int8 (QAT, exported) | {_stat(_values(qat, 'qat_accuracy'))} | "
+              f"{f'x{statistics.mean(sizes):.1f} smaller' if sizes else 'pending'} |",
+              "", "Speed of the exported pattern: `pruneofa bench --models minilm` (results/README.md)."]
+    lines += ["", "## Patterns: 1x4 blocks against unstructured (polarity transfer)", "",
+              "| pattern | dev accuracy |", "|---|---:|",
+              f"| 90% unstructured | {_stat(_values(ofa, 'transfer_accuracy'))} |"]
+    for blocks in (90, 80):
+        names = [f"pattern-block{blocks}-s{s}" for s in SEEDS]
+        lines.append(f"| {blocks}% in 1x4 blocks | {_stat(_values(names, 'transfer_accuracy'))} |")
+    return lines
 
 
 def main() -> int:
