@@ -1,0 +1,61 @@
+"""The study driver (benchmarks/replicate.py): its cells, the choice of the best objective, and the report."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "replicate.py"
+
+
+@pytest.fixture
+def replicate(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("replicate", _PATH)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "replicate", module)  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(module, "RUNS", tmp_path / "runs")
+    (tmp_path / "results").mkdir()
+    return module
+
+
+def _finish(replicate, name, **figures):
+    (replicate.RESULTS / f"{name}.json").write_text(json.dumps({"name": name, "wall_seconds": 60.0, **figures}))
+
+
+def test_cells_are_unique_and_wait_for_their_inputs(replicate):
+    cells = replicate.study()
+    names = [c.name for c in cells]
+    assert len(names) == len(set(names))
+    assert all(need in names for c in cells for need in c.needs)
+    assert [c.name for c in replicate.runnable(cells, None)] == ["teacher"]  # nothing else is ready yet
+    _finish(replicate, "teacher", teacher_mlm_accuracy=0.23)
+    ready = [c.name for c in replicate.runnable(cells, None)]
+    assert ready[:2] == ["dense-s1", "dense-s2"] and "rq1-paper-s1" not in ready
+
+
+def test_best_objective_and_the_report_use_means_over_seeds(replicate):
+    for seed in replicate.SEEDS:
+        _finish(replicate, f"dense-s{seed}", finetune_accuracy=80.0 + seed)
+    assert replicate.best_objective() is None  # not until every objective has every seed
+    accuracy = {"paper": 72.0, "masked-kd": 74.0, "distilbert": 73.0, "masked-kd-bf16": 73.5, "representation": 70.0}
+    for key, value in accuracy.items():
+        for seed in replicate.SEEDS:
+            _finish(replicate, f"rq1-{key}-s{seed}", transfer_accuracy=value + seed / 2,
+                    student_mlm_accuracy=0.1, pretrain_seconds=360.0, pretrain_steps=180)
+    assert replicate.best_objective() == "masked-kd"
+    report = replicate.render()
+    spread = statistics.stdev([81.0, 82.0])
+    assert f"| dense MiniLM fine-tuned (baseline) | 81.50 ± {spread:.2f} (n=2) |" in report
+    assert "| 90% Prune OFA, MLM + logit KD at the masked positions only | 74.75 ± 0.35 (n=2) | 0.1000 | 2.00 | 1.0 |" \
+        in report
+    assert "Best objective: MLM + logit KD at the masked positions only." in report
+    budget = next(c for c in replicate.study() if c.name == "rq1-budget600-s1")
+    argv = budget.argv()
+    assert "pretrain.distill.positions=masked" in argv and "pretrain.steps=600" in argv
