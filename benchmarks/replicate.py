@@ -115,12 +115,14 @@ def _schedule(steps: int) -> list[str]:
             f"pretrain.eval_every={steps // 3}"]
 
 
-def _ofa_cell(name: str, part: str, label: str, seed: int, overrides: Callable[[], list[str]]) -> Cell:
+def _ofa_cell(name: str, part: str, label: str, seed: int, overrides: Callable[[], list[str]],
+              teacher: str = "teacher") -> Cell:
+    """Sparse pre-training from the dense `teacher` cell's model, then locked transfer with KD."""
     def argv() -> list[str]:
-        base = [f"model={_teacher_dir()}", f"seed={seed}", f"transfer.teacher={_dense_dir(seed)}"]
+        base = [f"model={RUNS / teacher / 'teacher'}", f"seed={seed}", f"transfer.teacher={_dense_dir(seed)}"]
         return _run(["pretrain", "transfer"], RUNS / name, base + overrides())
 
-    return Cell(name, part, label, seed, argv, needs=["teacher", f"dense-s{seed}"])
+    return Cell(name, part, label, seed, argv, needs=[teacher, f"dense-s{seed}"])
 
 
 def best_objective() -> str | None:
@@ -165,6 +167,13 @@ def study() -> list[Cell]:
                              lambda steps=steps: OBJECTIVES[best_objective()][1] + _schedule(steps))
             cell.needs += objectives
             cells.append(cell)
+    cells.append(Cell("teacher600", "rq1-budget", "dense MiniLM teacher prepared 4x longer (650 steps)", None,
+                      lambda: _run(["teacher"], RUNS / "teacher600", ["teacher.steps=600"])))
+    for seed in SEEDS:  # the teacher's preparation budget as a variable (same task teacher, same student budget)
+        cell = _ofa_cell(f"rq1-teacher600-s{seed}", "rq1-budget", "Prune OFA from the 4x-prepared teacher", seed,
+                         lambda: OBJECTIVES[best_objective()][1], teacher="teacher600")
+        cell.needs += objectives
+        cells.append(cell)
     for steps in TASK_STEPS[1:]:  # where task-specific pruning catches up, at 4x and 16x the per-task steps
         for seed in SEEDS:
             cells.append(_task_pruning_cell(steps, seed))
@@ -409,6 +418,13 @@ def render() -> str:
         student = _values(names, "student_mlm_accuracy")
         lines.append(f"| {steps} | {_stat(_values(names, 'transfer_accuracy'))} | "
                      f"{f'{statistics.mean(student):.4f}' if student else '-'} | {_minutes(names)} |")
+    names = [f"rq1-teacher600-s{s}" for s in SEEDS]
+    student = _values(names, "student_mlm_accuracy")
+    teacher600 = _metric("teacher600", "teacher_mlm_accuracy")
+    lines.append(f"| 180, from a teacher prepared 4x longer (masked-token accuracy "
+                 f"{'pending' if teacher600 is None else f'{teacher600:.4f}'}) | "
+                 f"{_stat(_values(names, 'transfer_accuracy'))} | "
+                 f"{f'{statistics.mean(student):.4f}' if student else '-'} | {_minutes(names)} |")
     lines += ["", "## RQ2: Prune OFA against pruning at transfer time, equal per-task budget (300 steps, batch 32)",
               "", "| model | dev accuracy | minutes per task run |", "|---|---:|---:|",
               f"| dense baseline | {_stat(_values(dense, 'finetune_accuracy'))} | {_minutes(dense)} |"]
