@@ -28,3 +28,7 @@ class CheckpointError(PruneofaError):
 
 class FetchError(PruneofaError):
     """A registry package (built-in model or data) could not be fetched or extracted."""
+
+
+class OutputExistsError(PruneofaError):
+    """An `--out` folder holds files the command did not write (refused unless --force)."""

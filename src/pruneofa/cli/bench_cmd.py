@@ -9,7 +9,9 @@ from pathlib import Path
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by `pruneofa bench` and benchmarks/bench_model.py."""
     p.add_argument("--out", type=Path, default=Path("results/bench_model.json"),
-                   help="JSON file to write (default results/bench_model.json)")
+                   help="JSON file to write (default results/bench_model.json); a plot is written beside it")
+    p.add_argument("--force", action="store_true",
+                   help="replace an --out file (and its .png) that is not a previous bench result")
     p.add_argument("--models", nargs="+", default=["bert-base", "minilm"], choices=["bert-base", "minilm"],
                    help="model shapes, random weights: bert-base (BertConfig defaults) and minilm (hidden 384, "
                    "6 layers, 12 heads, intermediate 1536); both with a 2-label classification head")
@@ -60,12 +62,46 @@ def run(args: argparse.Namespace) -> int:
         args.models, args.batch, args.threads, args.rounds = ["minilm"], [1], [1], 3
     elif args.rounds < 5:
         raise PruneofaError(f"--rounds {args.rounds}: use at least 5 (or --quick for a smoke run)")
-    if min(args.batch + args.seq + args.threads) < 1:
-        raise PruneofaError("--batch, --seq and --threads take positive integers")
+    _check_args(args)
     skip = [("bert-base", 8, s) for s in args.seq] if args.skip_bert_base_batch8 else None
     run_benchmark(args.models, args.batch, args.seq, args.threads, rounds=args.rounds, sample_ms=args.sample_ms,
                   seed=args.seed, out=args.out, skip=skip)
     return 0
+
+
+MAX_SEQ = 512  # position embeddings of both benchmarked shapes
+
+
+def _is_bench_json(path: Path) -> bool:
+    import json
+
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(result, dict) and {"meta", "rows"} <= result.keys()
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Bad options and a missing ONNX Runtime are refused in one line, before any model is built."""
+    import importlib
+
+    from pruneofa.errors import PruneofaError
+    from pruneofa.fsutil import check_output_file
+
+    for flag in ("batch", "seq", "threads"):
+        bad = [v for v in getattr(args, flag) if v < 1]
+        if bad:
+            raise PruneofaError(f"--{flag} {bad[0]}: every value must be a positive integer, e.g. --{flag} 1")
+    if max(args.seq) > MAX_SEQ:
+        raise PruneofaError(f"--seq {max(args.seq)} is over the models' maximum of {MAX_SEQ} positions; "
+                            f"use --seq {MAX_SEQ} or less")
+    check_output_file(args.out, "bench", args.force, _is_bench_json, companions=(".png",))
+    try:
+        importlib.import_module("onnxruntime")
+    except ImportError:
+        raise PruneofaError("pruneofa bench compares against ONNX Runtime, which is not installed: "
+                            "pip install -e '.[onnx]'") from None
 
 
 def _replot(path: Path) -> int:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pruneofa.errors import PruneofaError
+from pruneofa.fsutil import check_output_dir, output_dir
 
 # Stage folders of a run, most-finished first: the artifact is made from the last one that exists.
 STAGE_PREFERENCE = ("qat", "transfer", "pretrain", "prune")
@@ -31,7 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="a pruneofa model folder (with pruneofa_sparsity.json) or a run folder, whose last finished "
         f"stage is used ({' > '.join(STAGE_PREFERENCE)})",
     )
-    p.add_argument("--out", type=Path, required=True, help="artifact folder to write (replaced atomically)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="artifact folder to write: new, empty or a previous export (see --force)")
+    p.add_argument("--force", action="store_true",
+                   help="write into an --out folder that holds other files; only this command's own files are "
+                   "replaced, the rest are kept")
     p.add_argument(
         "--dense-dtype", choices=["float16", "float32"], default="float16",
         help="dtype of the tensors that stay dense (LayerNorm, biases, heads); float32 = bit-exact outputs",
@@ -43,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--onnx", action="store_true",
         help="also write DIR/model.onnx (QDQ int8, static shapes) and check it in ONNX Runtime; the ONNX file "
-        "is an extra, not listed in the manifest",
+        "is listed in the manifest with its sha256 like every other file",
     )
     p.add_argument("--seq-len", type=int, default=128, help="static sequence length of the ONNX graph")
     p.add_argument("--batch", type=int, default=1, help="static batch size of the ONNX graph")
@@ -94,14 +99,27 @@ def _run(args: argparse.Namespace) -> int:
     if sparsifier is None:
         raise PruneofaError(f"'{folder}' has no masks: export expects a pruned model")
     sparsifier.check(f"export of {folder}")
-    export_model(model, args.out, tokenizer=_tokenizer(folder), sparsifier_metadata=sparsifier.metadata(),
-                 dense_dtype=args.dense_dtype, index_codec=args.index_codec)
+    if args.seq_len < 1 or args.batch < 1:
+        raise PruneofaError(f"--seq-len and --batch take positive integers, got {args.seq_len} and {args.batch}")
+    max_len = getattr(model.config, "max_position_embeddings", None)
+    if args.onnx and max_len is not None and args.seq_len > max_len:
+        raise PruneofaError(f"--seq-len {args.seq_len} is over the model's maximum of {max_len} positions; "
+                            f"use --seq-len {max_len} or less")
+    check_output_dir(args.out, "export", args.force)
+    tokenizer = _tokenizer(folder)
+    report = None
+    with output_dir(args.out, "export", args.force) as tmp:
+        export_model(model, tmp, tokenizer=tokenizer, sparsifier_metadata=sparsifier.metadata(),
+                     dense_dtype=args.dense_dtype, index_codec=args.index_codec)
+        if args.onnx:
+            from pruneofa.export.format import add_files_to_manifest
+            from pruneofa.export.onnx import export_onnx
+
+            report = export_onnx(tmp, tmp / "model.onnx", seq_len=args.seq_len, batch=args.batch)
+            add_files_to_manifest(tmp, ["model.onnx"])
     print(f"exported {folder} -> {args.out}")
     print(format_report(size_report(args.out)))
-    if args.onnx:
-        from pruneofa.export.onnx import export_onnx
-
-        report = export_onnx(args.out, args.out / "model.onnx", seq_len=args.seq_len, batch=args.batch)
-        print(f"ONNX: {report['path']} ({report['bytes']:,} bytes); ONNX Runtime vs PyTorch max |diff| "
+    if report is not None:
+        print(f"ONNX: {args.out / 'model.onnx'} ({report['bytes']:,} bytes); ONNX Runtime vs PyTorch max |diff| "
               f"{report['ort_max_abs_diff']:.3g} (outputs up to {report['ref_max_abs']:.3g})")
     return 0

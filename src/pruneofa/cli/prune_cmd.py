@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from pruneofa.config.loader import parse_recipe
+from pruneofa.fsutil import output_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", help="a local model folder, a Hugging Face hub id, or 'minilm' (built-in)")
     p.add_argument("--sparsity", type=float, required=True, help="fraction of weights to zero, in [0, 1)")
-    p.add_argument("--out", type=Path, required=True, help="output model folder")
+    p.add_argument("--out", type=Path, required=True,
+                   help="output model folder: new, empty or a previous `pruneofa prune` output (see --force)")
+    p.add_argument("--force", action="store_true",
+                   help="write into an --out folder that holds other files; only this command's own files are "
+                   "replaced, the rest are kept")
     p.add_argument(
         "--pattern", choices=["unstructured", "block1x4"], default="unstructured",
         help="'unstructured' (any weight) or 'block1x4' (blocks of 4 along the input dim, for fast int8 kernels)",
@@ -61,6 +66,7 @@ def _run(args: argparse.Namespace) -> int:
         },
         origin="(command line)",
     )
-    run_stage(recipe, "prune", args.model, args.out)
+    with output_dir(args.out, "prune", args.force) as tmp:
+        run_stage(recipe, "prune", args.model, tmp)
     print(f"saved: {args.out}")
     return 0

@@ -22,9 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the --out folder of `pruneofa run`")
     p.add_argument(
         "--out", type=Path, default=None, metavar="DIR",
-        help="report folder (default: RUN_DIR/report); replaced whole on each run, so it must be new, empty "
-        "or a previous report",
+        help="report folder (default: RUN_DIR/report): new, empty or a previous report (see --force)",
     )
+    p.add_argument("--force", action="store_true",
+                   help="write into an --out folder that holds other files; only this command's own files are "
+                   "replaced, the rest are kept")
     p.add_argument(
         "--smoothing", type=float, default=0.6, metavar="W",
         help="moving-average weight for the loss curves, in [0, 1): 0 draws raw values, 0.9 smooths heavily "
@@ -34,8 +36,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from pruneofa.fsutil import output_dir
     from pruneofa.reports import build_report
 
-    path = build_report(args.run_dir, args.out, smoothing=args.smoothing)
-    print(path)
+    out = args.out if args.out is not None else args.run_dir / "report"
+    if not args.run_dir.is_dir():  # before the folder check: a missing run is the clearer error
+        build_report(args.run_dir, out, smoothing=args.smoothing)
+    with output_dir(out, "report", args.force) as tmp:
+        name = build_report(args.run_dir, tmp, smoothing=args.smoothing).name
+    print(out / name)
     return 0

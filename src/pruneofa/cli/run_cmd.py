@@ -34,6 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--only", action="append", default=None, metavar="STAGE",
         help="run only this stage (repeatable); earlier stages' outputs must already be in OUT",
     )
+    p.add_argument(
+        "--force", action="store_true",
+        help="write into an --out folder that holds other files; only the run's own entries are written",
+    )
     p.set_defaults(func=_run)
 
 
@@ -64,6 +68,6 @@ def _run(args: argparse.Namespace) -> int:
     _keep_large_allocations()
     recipe = load_recipe(args.recipe, args.overrides)
     out = args.out or Path("runs") / (recipe.continues or recipe.name)
-    final = run_recipe(recipe, out, resume=args.resume, only=args.only)
+    final = run_recipe(recipe, out, resume=args.resume, only=args.only, force=args.force)
     print(f"done: {final}")
     return 0

@@ -19,6 +19,7 @@ Dequantized weight = q * scale, exactly what the QAT forward computed.
 from __future__ import annotations
 
 import hashlib
+import json
 import lzma
 import zlib
 from pathlib import Path
@@ -57,6 +58,17 @@ def sha256_file(path: Path) -> str:
 def seal(manifest: dict[str, Any]) -> dict[str, Any]:
     """Return `manifest` with its self-checksum set."""
     return {**manifest, "manifest_sha256": hashlib.sha256(canonical(manifest)).hexdigest()}
+
+
+def add_files_to_manifest(folder: Path, names: list[str]) -> None:
+    """List extra files (e.g. model.onnx) in an artifact's manifest with their size and sha256; re-seal it."""
+    from pruneofa.fsutil import atomic_write_text
+
+    path = folder / MANIFEST
+    manifest = {k: v for k, v in json.loads(path.read_text(encoding="utf-8")).items() if k != "manifest_sha256"}
+    for name in names:
+        manifest["files"][name] = {"bytes": (folder / name).stat().st_size, "sha256": sha256_file(folder / name)}
+    atomic_write_text(path, json.dumps(seal(manifest), indent=1, allow_nan=False))
 
 
 # -- index packing ---------------------------------------------------------------------------------

@@ -32,10 +32,19 @@ from pruneofa.errors import PruneofaError
 class Distributed:
     def __init__(self) -> None:
         self.accelerator: Any = None
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        if launched > 1:
             from accelerate import Accelerator
 
-            self.accelerator = Accelerator()
+            # Without a GPU, accelerate joins the process group only when asked for the CPU: under torchrun
+            # (which, unlike `accelerate launch --cpu`, does not say so) every process would otherwise think
+            # it is the only one, and all of them would write the same run folder at once.
+            self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+            if self.accelerator.num_processes != launched:
+                raise PruneofaError(
+                    f"the launcher started {launched} processes but accelerate sees "
+                    f"{self.accelerator.num_processes}; launch with `torchrun` or `accelerate launch`"
+                )
 
     @property
     def world(self) -> int:

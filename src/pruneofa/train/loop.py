@@ -241,24 +241,38 @@ def flatten_metrics(result: dict[str, Any], prefix: str = "") -> dict[str, float
     return out
 
 
+def mlm_loss_scale(labels: torch.Tensor, rows: slice, world: int) -> float:
+    """Factor that turns a rank's mean masked-LM loss into its share of the global batch's mean.
+
+    Ranks hold different numbers of masked tokens; DDP averages their gradients, so each rank's mean must
+    be weighted by world * (its masked tokens) / (all masked tokens). Exactly 1.0 with one process.
+    """
+    if world == 1:
+        return 1.0
+    chosen = labels != IGNORE_INDEX
+    return world * int(chosen[rows].sum()) / max(int(chosen.sum()), 1)
+
+
 @dataclass
 class MLMTrainer(Trainer):
     """Masked-LM phases: teacher head warm-up and adaptation, sparse pre-training with distillation."""
 
     masker: MLMMasker | None = None
     eval_batches: list[MaskedBatch] = field(default_factory=list)
+    mlm_scale: float = 1.0  # see mlm_loss_scale; set per micro-batch
 
     def next_batch(self, step: int, micro: int) -> MaskedBatch:
         ids = next(self.stream)  # the global batch: every rank draws and masks it, then keeps its rows
         accum = self.spec.optim.grad_accum_steps
         batch = self.masker(ids, masking_generator(self.seed, step * accum + micro))
         rows = self.dist.shard(batch, len(ids))
+        self.mlm_scale = mlm_loss_scale(batch.labels, rows, self.dist.world)
         return MaskedBatch(batch.input_ids[rows].to(self.device), batch.labels[rows].to(self.device))
 
     def losses(self, batch: MaskedBatch) -> dict[str, torch.Tensor]:
         if not self.distilling():  # masked-LM alone needs the vocabulary projection only at masked positions
             logits, labels = masked_lm_logits(self.model, batch.input_ids, batch.labels, self.forward)
-            loss = nn.functional.cross_entropy(logits.float(), labels)
+            loss = nn.functional.cross_entropy(logits.float(), labels) * self.mlm_scale
             return {"loss_mlm": loss, "loss": loss}
         kd = self.spec.distill
         masked = batch.labels != IGNORE_INDEX
@@ -277,7 +291,8 @@ class MLMTrainer(Trainer):
         terms: dict[str, torch.Tensor] = {}
         loss = torch.zeros((), device=batch.input_ids.device)
         if kd.alpha_mlm > 0 or kd.alpha_kd > 0:
-            terms["loss_mlm"] = nn.functional.cross_entropy(logits_at_masked.float(), batch.labels[masked])
+            terms["loss_mlm"] = nn.functional.cross_entropy(
+                logits_at_masked.float(), batch.labels[masked]) * self.mlm_scale
             loss = loss + kd.alpha_mlm * terms["loss_mlm"]
         if kd.alpha_kd > 0:  # packed blocks: no padding, every position counts
             terms["loss_kd"] = kd_logits_loss(out.logits, target.logits, kd.temperature)

@@ -21,6 +21,7 @@ from pruneofa.config.loader import dump_recipe
 from pruneofa.config.schema import Recipe
 from pruneofa.errors import PruneofaError
 from pruneofa.fsutil import atomic_write_text
+from pruneofa.train import runfolder
 from pruneofa.train.distributed import current
 
 log = logging.getLogger(__name__)
@@ -44,14 +45,34 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def run_recipe(recipe: Recipe, out_dir: str | Path, resume: bool = False, only: list[str] | None = None) -> Path:
-    """Run every stage of `recipe` in pipeline order; returns the last stage's output folder."""
+def run_recipe(recipe: Recipe, out_dir: str | Path, resume: bool = False, only: list[str] | None = None,
+               force: bool = False) -> Path:
+    """Run every stage of `recipe` in pipeline order; returns the last stage's output folder.
+
+    `out_dir` must be new, empty or a previous run folder unless `force` (see `runfolder`); a run that
+    fails before anything resumable exists removes the folder it created.
+    """
     from pruneofa.train import stages  # noqa: F401 - registers the stage runners
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if current().is_main:
-        atomic_write_text(out_dir / "recipe.resolved.yaml", dump_recipe(recipe))
+    out_dir, dist = Path(out_dir), current()
+    created = runfolder.claim(out_dir, force)
+    if resume:
+        runfolder.check_resume(recipe, out_dir)
+    dist.barrier()  # every rank has checked the folder before the main one writes into it
+    try:
+        if dist.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out_dir / "recipe.resolved.yaml", dump_recipe(recipe))
+            runfolder.mark(out_dir, recipe)
+        dist.barrier()
+        return _run_stages(recipe, out_dir, resume, only)
+    except Exception:
+        if created and dist.is_main:
+            runfolder.remove_if_empty_handed(out_dir)
+        raise
+
+
+def _run_stages(recipe: Recipe, out_dir: Path, resume: bool, only: list[str] | None) -> Path:
     model_in = recipe.model
     for kind, _stage_cfg in recipe.stages():
         stage_dir = out_dir / kind
@@ -75,10 +96,15 @@ def run_stage(recipe: Recipe, kind: str, model_in: str, stage_dir: Path, resume:
         raise PruneofaError(f"stage '{kind}' has no runner (known: {', '.join(STAGE_RUNNERS)})")
     seed_everything(recipe.seed)
     log.info("stage %s: %s -> %s", kind, model_in, stage_dir)
-    result = STAGE_RUNNERS[kind](recipe, getattr(recipe, kind), model_in, Path(stage_dir), resume)
-    dist = current()
+    dist, stage_dir = current(), Path(stage_dir)
+    if dist.is_main:
+        runfolder.restore_parked_checkpoints(stage_dir)
+        (stage_dir / "DONE").unlink(missing_ok=True)  # running again: not done until it finishes again
+        runfolder.record_stage_recipe(recipe, stage_dir)
+    dist.barrier()
+    result = STAGE_RUNNERS[kind](recipe, getattr(recipe, kind), model_in, stage_dir, resume)
     if dist.is_main:
         atomic_write_text(result / "recipe.resolved.yaml", dump_recipe(recipe))
-        atomic_write_text(result / "DONE", "")
+        atomic_write_text(result / "DONE", "")  # last, once every file of the stage is in place
     dist.barrier()
     return result
