@@ -4,7 +4,10 @@
 //        step(Acc&, const uint8_t* 64 bytes, const W&), and the same for blocks whose odd (w1, w3)
 //        or even (w0, w2) weights are zero: WE/bcast_even/step_even, WO/bcast_odd/step_odd
 //        (an ISA without a cheaper half step aliases them to the full one), store_i32(int32_t* 16, Acc),
-//        store_f32(float* 16, Acc, scale, corr, bias)
+//        store_f32(float* 16, Acc, scale, corr, bias); kHalf (run the half steps; when false a
+//        row's three runs are one, split over U accumulator sets joined by add(Acc, Acc));
+//        kChunked (the ISA packs long K in chunks, see int8_chunked) with then RC, kRowGroup and
+//        load_i32(const void* 16 int32)
 //   F32: Acc, W, R, zero(), bcast(float), step(Acc&, const float* 16, const W&), store(float* 16, Acc, bias)
 // One body for all ISAs means the portable and AVX2 paths, which this machine can run, exercise
 // the same loop structure, edge handling and stores as the AVX-512 path.
@@ -20,78 +23,192 @@
 #define PRUNEOFA_UNROLL
 #endif
 
+// The store/partial helpers take the accumulator array by pointer; inlined, it stays in registers.
+#if defined(__GNUC__) || defined(__clang__)
+#define PRUNEOFA_INLINE inline __attribute__((always_inline))
+#else
+#define PRUNEOFA_INLINE inline
+#endif
+
+// Writes the R accumulators of row n, token tiles tile0.., as raw int32 or dequantized float.
+template <class Tr, int R>
+PRUNEOFA_INLINE void int8_store_row(const Int8Args& a, int n, int tile0, const typename Tr::Acc* acc) {
+  PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) {
+    const int t = (tile0 + r) * kTok;
+    const int valid = a.T - t < kTok ? a.T - t : kTok;
+    if (a.out_i32) {
+      int32_t* dst = a.out_i32 + n * a.ldo + t;
+      if (valid == kTok) {
+        Tr::store_i32(dst, acc[r]);
+      } else {  // ragged last tile: go through a buffer, never write past T
+        int32_t tmp[kTok];
+        Tr::store_i32(tmp, acc[r]);
+        for (int i = 0; i < valid; ++i) dst[i] = tmp[i];
+      }
+    } else {
+      float* dst = a.out_f32 + n * a.ldo + t;
+      const float bias = a.bias ? a.bias[n] : 0.0f;
+      if (valid == kTok) {
+        Tr::store_f32(dst, acc[r], a.fscale[n], a.corr[n], bias);
+      } else {
+        float tmp[kTok];
+        Tr::store_f32(tmp, acc[r], a.fscale[n], a.corr[n], bias);
+        for (int i = 0; i < valid; ++i) dst[i] = tmp[i];
+      }
+    }
+  }
+}
+
 // Register block: one output row times R token tiles. The weight block is broadcast once and feeds
-// R accumulators, so each weight load is amortised over R*16 tokens.
+// R accumulators, so each weight load is amortised over R*16 tokens. With Tr::U > 1 consecutive
+// blocks alternate between U accumulator sets: U*R independent vpdpbusd chains hide the
+// instruction's latency while only R token tiles (the L1 footprint) are live.
 template <class Tr, int R>
 void int8_block(const Int8Args& a, int r0, int r1, int tile0) {
+  constexpr int U = Tr::U;
   const uint8_t* xb = a.x + tile0 * a.tile_bytes;
   for (int n = r0; n < r1; ++n) {
-    typename Tr::Acc acc[R];
-    PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) acc[r] = Tr::zero();
-    // A row's blocks come as three runs: full, even-only, odd-only (see pack_int8).
+    typename Tr::Acc acc[U][R];
+    PRUNEOFA_UNROLL for (int u = 0; u < U; ++u) PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) acc[u][r] = Tr::zero();
     const Block* b = a.blocks + a.row_ptr[n];
-    const Block* e_full = a.blocks + a.half_ptr[2 * n];
-    const Block* e_even = a.blocks + a.half_ptr[2 * n + 1];
     const Block* e = a.blocks + a.row_ptr[n + 1];
-    for (; b < e_full; ++b) {
-      const typename Tr::W w = Tr::bcast(b->w);
-      const uint8_t* p = xb + b->off;
-      PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) Tr::step(acc[r], p + r * a.tile_bytes, w);
-    }
-    for (; b < e_even; ++b) {
-      const typename Tr::WE w = Tr::bcast_even(b->w);
-      const uint8_t* p = xb + b->off;
-      PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) Tr::step_even(acc[r], p + r * a.tile_bytes, w);
-    }
-    for (; b < e; ++b) {
-      const typename Tr::WO w = Tr::bcast_odd(b->w);
-      const uint8_t* p = xb + b->off;
-      PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) Tr::step_odd(acc[r], p + r * a.tile_bytes, w);
-    }
-    PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) {
-      const int t = (tile0 + r) * kTok;
-      const int valid = a.T - t < kTok ? a.T - t : kTok;
-      if (a.out_i32) {
-        int32_t* dst = a.out_i32 + n * a.ldo + t;
-        if (valid == kTok) {
-          Tr::store_i32(dst, acc[r]);
-        } else {  // ragged last tile: go through a buffer, never write past T
-          int32_t tmp[kTok];
-          Tr::store_i32(tmp, acc[r]);
-          for (int i = 0; i < valid; ++i) dst[i] = tmp[i];
+    if constexpr (Tr::kHalf) {
+      // A row's blocks come as three runs: full, even-only, odd-only (see pack_int8).
+      const Block* e_full = a.blocks + a.half_ptr[2 * n];
+      const Block* e_even = a.blocks + a.half_ptr[2 * n + 1];
+      for (; b < e_full; ++b) {
+        const typename Tr::W w = Tr::bcast(b->w);
+        const uint8_t* p = xb + b->off;
+        PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) Tr::step(acc[0][r], p + r * a.tile_bytes, w);
+      }
+      for (; b < e_even; ++b) {
+        const typename Tr::WE w = Tr::bcast_even(b->w);
+        const uint8_t* p = xb + b->off;
+        PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) Tr::step_even(acc[0][r], p + r * a.tile_bytes, w);
+      }
+      for (; b < e; ++b) {
+        const typename Tr::WO w = Tr::bcast_odd(b->w);
+        const uint8_t* p = xb + b->off;
+        PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) Tr::step_odd(acc[0][r], p + r * a.tile_bytes, w);
+      }
+    } else {  // no cheaper half step: the three runs are one
+      for (; b + U <= e; b += U) {
+        PRUNEOFA_UNROLL for (int u = 0; u < U; ++u) {
+          const typename Tr::W w = Tr::bcast(b[u].w);
+          const uint8_t* p = xb + b[u].off;
+          PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) Tr::step(acc[u][r], p + r * a.tile_bytes, w);
         }
+      }
+      for (; b < e; ++b) {
+        const typename Tr::W w = Tr::bcast(b->w);
+        const uint8_t* p = xb + b->off;
+        PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) Tr::step(acc[U - 1][r], p + r * a.tile_bytes, w);
+      }
+      PRUNEOFA_UNROLL for (int u = 1; u < U; ++u) PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) acc[0][r] = Tr::add(acc[0][r], acc[u][r]);
+    }
+    int8_store_row<Tr, R>(a, n, tile0, acc[0]);
+  }
+}
+
+// The K-chunked layout for long K (one tile's K no longer fits L1 next to its neighbours): for each
+// group of rows, K-chunk by K-chunk, every row of the group runs its blocks of that chunk, so the
+// chunk's R activation tiles stay in L1 while the group's rows pass over them. Partial int32 sums
+// wait in the output itself (row n, the same 4-byte slots the result goes to) between chunks.
+template <class Tr, int R>
+PRUNEOFA_INLINE void int8_chunk_partial(const Int8Args& a, int n, int tile0, typename Tr::Acc* acc, bool load) {
+  PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) {
+    const int t = (tile0 + r) * kTok;
+    const int valid = a.T - t < kTok ? a.T - t : kTok;
+    void* slot = a.out_i32 ? (void*)(a.out_i32 + n * a.ldo + t) : (void*)(a.out_f32 + n * a.ldo + t);
+    int32_t tmp[kTok] = {};
+    if (load) {
+      if (valid == kTok) {
+        acc[r] = Tr::load_i32(slot);
       } else {
-        float* dst = a.out_f32 + n * a.ldo + t;
-        const float bias = a.bias ? a.bias[n] : 0.0f;
-        if (valid == kTok) {
-          Tr::store_f32(dst, acc[r], a.fscale[n], a.corr[n], bias);
+        __builtin_memcpy(tmp, slot, sizeof(int32_t) * valid);
+        acc[r] = Tr::load_i32(tmp);
+      }
+    } else if (valid == kTok) {
+      Tr::store_i32((int32_t*)slot, acc[r]);
+    } else {
+      Tr::store_i32(tmp, acc[r]);
+      __builtin_memcpy(slot, tmp, sizeof(int32_t) * valid);
+    }
+  }
+}
+
+template <class Tr, int R>
+void int8_chunked(const Int8Args& a, int r0, int r1, int tile0) {
+  const uint8_t* xb = a.x + tile0 * a.tile_bytes;
+  const int64_t stride = a.nchunks + 1;
+  for (int g0 = r0; g0 < r1; g0 += Tr::kRowGroup) {
+    const int g1 = r1 - g0 < Tr::kRowGroup ? r1 : g0 + Tr::kRowGroup;
+    for (int c = 0; c < a.nchunks; ++c) {
+      for (int n = g0; n < g1; ++n) {
+        typename Tr::Acc acc[R];
+        if (c == 0) {
+          PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) acc[r] = Tr::zero();
         } else {
-          float tmp[kTok];
-          Tr::store_f32(tmp, acc[r], a.fscale[n], a.corr[n], bias);
-          for (int i = 0; i < valid; ++i) dst[i] = tmp[i];
+          int8_chunk_partial<Tr, R>(a, n, tile0, acc, true);
+        }
+        const Block* b = a.blocks + a.chunk_ptr[n * stride + c];
+        const Block* e = a.blocks + a.chunk_ptr[n * stride + c + 1];
+        for (; b < e; ++b) {
+          const typename Tr::W w = Tr::bcast(b->w);
+          const uint8_t* p = xb + b->off;
+          PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) Tr::step(acc[r], p + r * a.tile_bytes, w);
+        }
+        if (c + 1 < a.nchunks) {
+          int8_chunk_partial<Tr, R>(a, n, tile0, acc, false);
+        } else {
+          int8_store_row<Tr, R>(a, n, tile0, acc);
         }
       }
     }
   }
 }
 
-// Remaining tiles (fewer than Tr::R) get a register block of exactly their count.
+template <class Tr, int R>
+void int8_run(const Int8Args& a, int r0, int r1, int tile0) {
+  if constexpr (Tr::kChunked) {
+    if (a.chunk_ptr) {
+      int8_chunked<Tr, R>(a, r0, r1, tile0);
+      return;
+    }
+  }
+  int8_block<Tr, R>(a, r0, r1, tile0);
+}
+
+// Remaining tiles (fewer than the register block) get a register block of exactly their count.
 template <class Tr, int R>
 void int8_tail(const Int8Args& a, int r0, int r1, int tile0, int rem) {
   if constexpr (R > 0) {
     if (rem == R) {
-      int8_block<Tr, R>(a, r0, r1, tile0);
+      int8_run<Tr, R>(a, r0, r1, tile0);
     } else {
       int8_tail<Tr, R - 1>(a, r0, r1, tile0, rem);
     }
   }
 }
 
+template <class Tr, int RB>
+void int8_tiles(const Int8Args& a, int r0, int r1) {
+  int t = 0;
+  for (; t + RB <= a.ntiles; t += RB) int8_run<Tr, RB>(a, r0, r1, t);
+  if (t < a.ntiles) int8_tail<Tr, RB - 1>(a, r0, r1, t, a.ntiles - t);
+}
+
+// The chunked layout has its own register block Tr::RC (its tiles stay in L1 per chunk, so more of
+// them fit than in the row layout).
 template <class Tr>
 void int8_rows_impl(const Int8Args& a, int r0, int r1) {
-  int t = 0;
-  for (; t + Tr::R <= a.ntiles; t += Tr::R) int8_block<Tr, Tr::R>(a, r0, r1, t);
-  if (t < a.ntiles) int8_tail<Tr, Tr::R - 1>(a, r0, r1, t, a.ntiles - t);
+  if constexpr (Tr::kChunked) {
+    if (a.chunk_ptr) {
+      int8_tiles<Tr, Tr::RC>(a, r0, r1);
+      return;
+    }
+  }
+  int8_tiles<Tr, Tr::R>(a, r0, r1);
 }
 
 template <class Tr, int R>
