@@ -87,7 +87,7 @@ def worker(ext_path: str | None, tokens: list[int], threads: int, sample_s: floa
                     m = k.Int8Matrix(w, scales, bias, 0)
                 except TypeError:  # an extension from before the isa argument
                     m = k.Int8Matrix(w, scales, bias)
-                sec = _per_call(lambda m=m: m.matmul(xt, t, 0.01, 3, 0, out), sample_s)
+                sec = _per_call(lambda m=m, xt=xt, t=t, out=out: m.matmul(xt, t, 0.01, 3, 0, out), sample_s)
                 rows.append({"N": n, "K": kk, "tokens": t, "pattern": pattern, "nnz": int(np.count_nonzero(w)),
                              "blocks": int(m.nblocks), "sec": sec})
     return rows

@@ -109,7 +109,8 @@ def test_int8_long_k_exact(isa, pattern, shape):
     m = kernels.PackedLinearInt8(w, wscale, bias, pattern=pattern, force_isa=isa)
     acc = w.astype(np.int64) @ q.astype(np.int64)
     np.testing.assert_array_equal(m.matmul_int32(qa), acc)
-    yref = 0.02 * wscale[:, None].astype(np.float64) * (acc - 7 * w.astype(np.int64).sum(1, keepdims=True)) + bias[:, None]
+    corr = 7 * w.astype(np.int64).sum(1, keepdims=True)
+    yref = 0.02 * wscale[:, None].astype(np.float64) * (acc - corr) + bias[:, None]
     np.testing.assert_allclose(m.matmul_quantized(qa), yref, rtol=1e-5, atol=1e-5 * (np.abs(yref).max() + 1))
     zero = kernels.PackedLinearInt8(np.zeros((n, k), np.int8), wscale, bias, force_isa=isa)
     np.testing.assert_array_equal(zero.matmul_int32(qa), 0)
@@ -226,7 +227,7 @@ def test_threads_give_identical_results(isa):
     finally:
         kernels.set_num_threads(before)
     for got in results[1:]:
-        for y, y1 in zip(got, results[0]):
+        for y, y1 in zip(got, results[0], strict=True):
             np.testing.assert_array_equal(y, y1)
 
 
