@@ -4,10 +4,11 @@ Times the kernel alone (pre-quantized activations -> dequantized float32 [N, T])
 shapes at 90% sparsity in 1x4 blocks and unstructured, and reports useful MAC/s (non-zero weights x
 tokens), MAC/cycle at the given clock and the share of `--peak` MAC/cycle/core. With `--baseline-ext`
 it also times another build of the extension (a copy of an older `_kernels*.so`) in separate worker
-processes, alternating with this build round by round, so before and after share one run.
+processes, alternating with this build round by round, so before and after share one run. Each
+cell is the fastest of its rounds' samples (a shared machine's other processes only add time).
 
   python benchmarks/bench_kernel_efficiency.py --ghz 3.47 --out results/kernel_efficiency.json \\
-      [--baseline-ext /tmp/old/_kernels.cpython-311-x86_64-linux-gnu.so]
+      [--isa avx2] [--baseline-ext /tmp/old/_kernels.cpython-311-x86_64-linux-gnu.so]
 
 `--ghz` is the core clock under load, measured outside Python (a dependent integer-add loop); this
 script does not guess it.
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 SHAPES = [(768, 768), (3072, 768), (768, 3072)]
+ISA_CODES = {"auto": 0, "avx2": 2, "vnni": 3}  # the extension's codes (kernels._ISA_CODES)
 PATTERNS = ("block1x4", "unstructured")
 
 
@@ -70,7 +72,7 @@ def _per_call(fn, sample_s: float) -> float:
     return best
 
 
-def worker(ext_path: str | None, tokens: list[int], threads: int, sample_s: float) -> list[dict]:
+def worker(ext_path: str | None, isa: int, tokens: list[int], threads: int, sample_s: float) -> list[dict]:
     k = _load_ext(ext_path)
     k.set_num_threads(threads)
     rng = np.random.default_rng(0)
@@ -83,11 +85,8 @@ def worker(ext_path: str | None, tokens: list[int], threads: int, sample_s: floa
             for pattern in PATTERNS:
                 w = _weights(rng, n, kk, pattern)
                 scales, bias = np.ones(n, np.float32), np.zeros(n, np.float32)
-                try:
-                    m = k.Int8Matrix(w, scales, bias, 0)
-                except TypeError:  # an extension from before the isa argument
-                    m = k.Int8Matrix(w, scales, bias)
-                sec = _per_call(lambda m=m, xt=xt, t=t, out=out: m.matmul(xt, t, 0.01, 3, 0, out), sample_s)
+                m = k.Int8Matrix(w, scales, bias)
+                sec = _per_call(lambda m=m, xt=xt, t=t, out=out: m.matmul(xt, t, 0.01, 3, isa, out), sample_s)
                 rows.append({"N": n, "K": kk, "tokens": t, "pattern": pattern, "nnz": int(np.count_nonzero(w)),
                              "blocks": int(m.nblocks), "sec": sec})
     return rows
@@ -99,6 +98,7 @@ def main() -> None:
     ap.add_argument("--ghz", type=float, required=True, help="core clock under load (measured elsewhere)")
     ap.add_argument("--peak", type=float, default=64.0, help="the VNNI peak, int8 MAC/cycle/core")
     ap.add_argument("--baseline-ext", default=None, help="an older _kernels*.so to time against")
+    ap.add_argument("--isa", choices=sorted(ISA_CODES), default="auto")
     ap.add_argument("--tokens", nargs="+", type=int, default=[128, 1024])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=3)
@@ -106,21 +106,22 @@ def main() -> None:
     ap.add_argument("--worker", nargs="?", const="", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker is not None:
-        print(json.dumps(worker(args.worker or None, args.tokens, args.threads, args.sample_ms / 1000)))
+        rows = worker(args.worker or None, ISA_CODES[args.isa], args.tokens, args.threads, args.sample_ms / 1000)
+        print(json.dumps(rows))
         return
     builds = {"after": ""} | ({"before": args.baseline_ext} if args.baseline_ext else {})
     samples: dict[str, list[list[dict]]] = {b: [] for b in builds}
     for _ in range(args.rounds):
         for b, ext in builds.items():
             cmd = [sys.executable, __file__, "--out", "-", "--ghz", str(args.ghz), "--worker", ext,
-                   "--tokens", *map(str, args.tokens), "--threads", str(args.threads), "--sample-ms",
+                   "--isa", args.isa, "--tokens", *map(str, args.tokens), "--threads", str(args.threads), "--sample-ms",
                    str(args.sample_ms)]
             samples[b].append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout))
     table = []
     for i, row in enumerate(samples["after"][0]):
         entry = {key: row[key] for key in ("N", "K", "tokens", "pattern", "nnz", "blocks")}
         for b in builds:
-            sec = float(np.median([s[i]["sec"] for s in samples[b]]))
+            sec = min(s[i]["sec"] for s in samples[b])  # other processes only ever add time
             mac_cycle = row["nnz"] * row["tokens"] / sec / (args.ghz * 1e9)
             entry[b] = {"us": sec * 1e6, "mac_per_cycle": mac_cycle, "pct_of_peak": 100 * mac_cycle / args.peak}
         table.append(entry)
@@ -129,8 +130,8 @@ def main() -> None:
         print(f"{row['N']:>4}x{row['K']:<4} T={row['tokens']:<5} {row['pattern']:12} {cells}", flush=True)
     from pruneofa.runtime.kernels import cpu_features
 
-    meta = {"cpu": cpu_features(), "ghz": args.ghz, "peak_mac_per_cycle": args.peak, "threads": args.threads,
-            "rounds": args.rounds, "sparsity": 0.9, "useful_macs": "non-zero weights x tokens",
+    meta = {"cpu": cpu_features(), "isa": args.isa, "ghz": args.ghz, "peak_mac_per_cycle": args.peak,
+            "threads": args.threads, "rounds": args.rounds, "sparsity": 0.9, "useful_macs": "non-zero weights x tokens",
             "baseline_ext": args.baseline_ext}
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)

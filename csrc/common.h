@@ -33,10 +33,6 @@ struct Int8Args {
   const Block* blocks;
   const int64_t* row_ptr;   // CSR over output rows
   const int64_t* half_ptr;  // per row: end of its full blocks, end of its even-only blocks
-  // K-chunked layout (null when not chunked): row n's blocks of K-chunk c (ascending K) are
-  // [chunk_ptr[n * (nchunks + 1) + c], chunk_ptr[n * (nchunks + 1) + c + 1]).
-  const int64_t* chunk_ptr;
-  int nchunks;
   const uint8_t* x;        // tiled activations
   int64_t tile_bytes;      // K4 * 64
   int ntiles;
@@ -79,9 +75,6 @@ struct IsaOps {
                     const float* beta, float eps);
   void (*softmax)(float* s, int64_t rows, int len, const float* bias);
   void (*gelu)(float* v, int64_t n, const float* P, const float* Q, float clamp);
-  // K-quads per chunk of the K-chunked int8 layout for a K of K4 quads, 0 for the row layout; null
-  // (an ISA whose initializer stops before this field) also means the row layout. Last on purpose.
-  int (*int8_chunk_quads)(int K4);
 };
 
 const IsaOps* ops_portable();

@@ -26,18 +26,16 @@ namespace {
 struct I8 {
   using Acc = __m512i;  // 16 tokens
   using W = __m512i;
-  // Row layout: one broadcast weight feeds R = 4 token tiles, and consecutive blocks alternate
-  // between U = 2 accumulator sets: 8 independent vpdpbusd chains, while the 4 tiles of a 768-wide K
-  // (48 KiB) stay near L1. Measured on Zen 5 at 128 and 1024 tokens: R=4 U=2 beat R=8 U=1 (the old
-  // choice), R=2 U=4 and R=1 U=8 on 768x768 and 3072x768 (benchmarks/bench_kernel_efficiency.py).
+  // One broadcast weight feeds R = 4 token tiles, and consecutive blocks alternate between U = 2
+  // accumulator sets: 8 independent vpdpbusd chains, while only 4 tiles are live (48 KiB at K = 768,
+  // the old R = 8 needed 96). Measured on Zen 5, this kernel in one process, interleaved, on BERT-base
+  // shapes at 128 and 1024 tokens (2 rounds x 6 cells): faster than R=8 U=1 (the old choice) in 11
+  // of 12, level with R=4 U=3; R=2 U=4 was ahead on 768x3072 and behind on most of the rest. A
+  // K-chunked layout (64 quads a chunk, 8 tiles kept in L1, partial sums in the output) was slower
+  // than this in 10 of 12 and was dropped.
   static constexpr int R = 4;
   static constexpr int U = 2;
   static constexpr bool kHalf = false;  // no cheaper half step: a row's runs are one
-  // K-chunked layout for K > 768: chunks of 64 K-quads, so the chunk's RC = 8 token tiles (32 KiB)
-  // stay in L1 while a group of kRowGroup rows passes over them.
-  static constexpr bool kChunked = true;
-  static constexpr int RC = 8;
-  static constexpr int kRowGroup = 128;
   static Acc zero() { return _mm512_setzero_si512(); }
   static Acc add(const Acc& x, const Acc& y) { return _mm512_add_epi32(x, y); }
   static W bcast(int32_t w) { return _mm512_set1_epi32(w); }
@@ -50,16 +48,12 @@ struct I8 {
   static W bcast_odd(int32_t w) { return bcast(w); }
   static void step_even(Acc& acc, const uint8_t* p, const W& w) { step(acc, p, w); }
   static void step_odd(Acc& acc, const uint8_t* p, const W& w) { step(acc, p, w); }
-  static Acc load_i32(const void* src) { return _mm512_loadu_si512(src); }
   static void store_i32(int32_t* dst, const Acc& acc) { _mm512_storeu_si512((void*)dst, acc); }
   static void store_f32(float* dst, const Acc& acc, float s, int32_t c, float b) {
     const __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc, _mm512_set1_epi32(c)));
     _mm512_storeu_ps(dst, _mm512_fmadd_ps(_mm512_set1_ps(s), v, _mm512_set1_ps(b)));
   }
 };
-
-// Chunk K only when one token tile of it (K4 * 64 bytes) is over 12 KiB (K > 768).
-int int8_chunk_quads(int K4) { return K4 > 192 ? 64 : 0; }
 
 struct F32 {
   using Acc = __m512;
@@ -116,8 +110,7 @@ void quantize(const float* x, int64_t ldx, int K, int T, float inv_scale, int zp
 void int8_rows(const Int8Args& a, int r0, int r1) { int8_rows_impl<I8>(a, r0, r1); }
 void f32_rows(const F32Args& a, int r0, int r1) { f32_rows_impl<F32>(a, r0, r1); }
 
-const IsaOps kOps = {PRUNEOFA_AVX512_NAME, int8_rows, f32_rows, minmax, quantize, layernorm_cols, softmax_rows, gelu,
-                     int8_chunk_quads};
+const IsaOps kOps = {PRUNEOFA_AVX512_NAME, int8_rows, f32_rows, minmax, quantize, layernorm_cols, softmax_rows, gelu};
 
 }  // namespace
 

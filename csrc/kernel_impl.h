@@ -4,10 +4,9 @@
 //        step(Acc&, const uint8_t* 64 bytes, const W&), and the same for blocks whose odd (w1, w3)
 //        or even (w0, w2) weights are zero: WE/bcast_even/step_even, WO/bcast_odd/step_odd
 //        (an ISA without a cheaper half step aliases them to the full one), store_i32(int32_t* 16, Acc),
-//        store_f32(float* 16, Acc, scale, corr, bias); kHalf (run the half steps; when false a
-//        row's three runs are one, split over U accumulator sets joined by add(Acc, Acc));
-//        kChunked (the ISA packs long K in chunks, see int8_chunked) with then RC, kRowGroup and
-//        load_i32(const void* 16 int32)
+//        store_f32(float* 16, Acc, scale, corr, bias); U and kHalf: with kHalf the three runs take
+//        their own steps into one accumulator set (U = 1); without, a row's runs are one, split
+//        over U accumulator sets joined by add(Acc, Acc)
 //   F32: Acc, W, R, zero(), bcast(float), step(Acc&, const float* 16, const W&), store(float* 16, Acc, bias)
 // One body for all ISAs means the portable and AVX2 paths, which this machine can run, exercise
 // the same loop structure, edge handling and stores as the AVX-512 path.
@@ -23,7 +22,7 @@
 #define PRUNEOFA_UNROLL
 #endif
 
-// The store/partial helpers take the accumulator array by pointer; inlined, it stays in registers.
+// The store helper takes the accumulator array by pointer; inlined, it stays in registers.
 #if defined(__GNUC__) || defined(__clang__)
 #define PRUNEOFA_INLINE inline __attribute__((always_inline))
 #else
@@ -110,105 +109,23 @@ void int8_block(const Int8Args& a, int r0, int r1, int tile0) {
   }
 }
 
-// The K-chunked layout for long K (one tile's K no longer fits L1 next to its neighbours): for each
-// group of rows, K-chunk by K-chunk, every row of the group runs its blocks of that chunk, so the
-// chunk's R activation tiles stay in L1 while the group's rows pass over them. Partial int32 sums
-// wait in the output itself (row n, the same 4-byte slots the result goes to) between chunks.
-template <class Tr, int R>
-PRUNEOFA_INLINE void int8_chunk_partial(const Int8Args& a, int n, int tile0, typename Tr::Acc* acc, bool load) {
-  PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) {
-    const int t = (tile0 + r) * kTok;
-    const int valid = a.T - t < kTok ? a.T - t : kTok;
-    void* slot = a.out_i32 ? (void*)(a.out_i32 + n * a.ldo + t) : (void*)(a.out_f32 + n * a.ldo + t);
-    int32_t tmp[kTok] = {};
-    if (load) {
-      if (valid == kTok) {
-        acc[r] = Tr::load_i32(slot);
-      } else {
-        __builtin_memcpy(tmp, slot, sizeof(int32_t) * valid);
-        acc[r] = Tr::load_i32(tmp);
-      }
-    } else if (valid == kTok) {
-      Tr::store_i32((int32_t*)slot, acc[r]);
-    } else {
-      Tr::store_i32(tmp, acc[r]);
-      __builtin_memcpy(slot, tmp, sizeof(int32_t) * valid);
-    }
-  }
-}
-
-template <class Tr, int R>
-void int8_chunked(const Int8Args& a, int r0, int r1, int tile0) {
-  const uint8_t* xb = a.x + tile0 * a.tile_bytes;
-  const int64_t stride = a.nchunks + 1;
-  for (int g0 = r0; g0 < r1; g0 += Tr::kRowGroup) {
-    const int g1 = r1 - g0 < Tr::kRowGroup ? r1 : g0 + Tr::kRowGroup;
-    for (int c = 0; c < a.nchunks; ++c) {
-      for (int n = g0; n < g1; ++n) {
-        typename Tr::Acc acc[R];
-        if (c == 0) {
-          PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) acc[r] = Tr::zero();
-        } else {
-          int8_chunk_partial<Tr, R>(a, n, tile0, acc, true);
-        }
-        const Block* b = a.blocks + a.chunk_ptr[n * stride + c];
-        const Block* e = a.blocks + a.chunk_ptr[n * stride + c + 1];
-        for (; b < e; ++b) {
-          const typename Tr::W w = Tr::bcast(b->w);
-          const uint8_t* p = xb + b->off;
-          PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) Tr::step(acc[r], p + r * a.tile_bytes, w);
-        }
-        if (c + 1 < a.nchunks) {
-          int8_chunk_partial<Tr, R>(a, n, tile0, acc, false);
-        } else {
-          int8_store_row<Tr, R>(a, n, tile0, acc);
-        }
-      }
-    }
-  }
-}
-
-template <class Tr, int R>
-void int8_run(const Int8Args& a, int r0, int r1, int tile0) {
-  if constexpr (Tr::kChunked) {
-    if (a.chunk_ptr) {
-      int8_chunked<Tr, R>(a, r0, r1, tile0);
-      return;
-    }
-  }
-  int8_block<Tr, R>(a, r0, r1, tile0);
-}
-
-// Remaining tiles (fewer than the register block) get a register block of exactly their count.
+// Remaining tiles (fewer than Tr::R) get a register block of exactly their count.
 template <class Tr, int R>
 void int8_tail(const Int8Args& a, int r0, int r1, int tile0, int rem) {
   if constexpr (R > 0) {
     if (rem == R) {
-      int8_run<Tr, R>(a, r0, r1, tile0);
+      int8_block<Tr, R>(a, r0, r1, tile0);
     } else {
       int8_tail<Tr, R - 1>(a, r0, r1, tile0, rem);
     }
   }
 }
 
-template <class Tr, int RB>
-void int8_tiles(const Int8Args& a, int r0, int r1) {
-  int t = 0;
-  for (; t + RB <= a.ntiles; t += RB) int8_run<Tr, RB>(a, r0, r1, t);
-  if (t < a.ntiles) int8_tail<Tr, RB - 1>(a, r0, r1, t, a.ntiles - t);
-}
-
-// The chunked layout has its own register block Tr::RC (its tiles stay in L1 per chunk, so more of
-// them fit than in the row layout).
 template <class Tr>
 void int8_rows_impl(const Int8Args& a, int r0, int r1) {
-  if constexpr (Tr::kChunked) {
-    if (a.chunk_ptr) {
-      int8_tiles<Tr, Tr::RC>(a, r0, r1);
-      return;
-    }
-  }
-  int8_tiles<Tr, Tr::R>(a, r0, r1);
+  int t = 0;
+  for (; t + Tr::R <= a.ntiles; t += Tr::R) int8_block<Tr, Tr::R>(a, r0, r1, t);
+  if (t < a.ntiles) int8_tail<Tr, Tr::R - 1>(a, r0, r1, t, a.ntiles - t);
 }
 
 template <class Tr, int R>

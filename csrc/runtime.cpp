@@ -15,24 +15,7 @@
 namespace pruneofa {
 
 // ---------------------------------------------------------------- packing
-int int8_chunk_for(const IsaOps* ops, int K4) { return ops->int8_chunk_quads ? ops->int8_chunk_quads(K4) : 0; }
-
-// One K-quad of row `row`: the packed weights, whether it holds an even (w0, w2) and an odd (w1, w3)
-// non-zero; adds the quad's weights to *rowsum and its non-zeros to *nnz.
-static uint32_t pack_quad(const int8_t* row, int K, int q, bool* even, bool* odd, int32_t* rowsum, int64_t* nnz) {
-  uint32_t packed = 0;
-  *even = *odd = false;
-  for (int j = 0; j < 4 && 4 * q + j < K; ++j) {
-    const int8_t v = row[4 * q + j];
-    packed |= (uint32_t)(uint8_t)v << (8 * j);
-    *rowsum += v;
-    *nnz += v != 0;
-    (j % 2 ? *odd : *even) |= v != 0;
-  }
-  return packed;
-}
-
-Int8Packed pack_int8(const int8_t* w, int N, int K, const float* scales, const float* bias, int chunk_quads) {
+Int8Packed pack_int8(const int8_t* w, int N, int K, const float* scales, const float* bias) {
   Int8Packed p;
   p.N = N;
   p.K = K;
@@ -43,23 +26,21 @@ Int8Packed pack_int8(const int8_t* w, int N, int K, const float* scales, const f
   p.wscale.assign(scales, scales + N);
   p.bias.assign(N, 0.0f);
   if (bias) p.bias.assign(bias, bias + N);
-  if (chunk_quads > 0) {
-    p.chunk_quads = chunk_quads;
-    p.nchunks = (p.K4 + chunk_quads - 1) / chunk_quads;
-    p.chunk_ptr.assign((size_t)N * (p.nchunks + 1), 0);
-  }
   std::vector<Block> kind[3];  // full, even-only (w1 = w3 = 0), odd-only (w0 = w2 = 0)
   for (int n = 0; n < N; ++n) {
     const int8_t* row = w + (int64_t)n * K;
     for (auto& v : kind) v.clear();
     for (int q = 0; q < p.K4; ++q) {
-      if (p.nchunks && q % chunk_quads == 0) p.chunk_ptr[(size_t)n * (p.nchunks + 1) + q / chunk_quads] = (int64_t)p.blocks.size();
-      bool even, odd;
-      const uint32_t packed = pack_quad(row, K, q, &even, &odd, &p.rowsum[n], &p.nnz);
-      if (!even && !odd) continue;
-      const Block b{(int32_t)packed, (uint32_t)q * 64};
-      if (p.nchunks) p.blocks.push_back(b);  // chunked: ascending K, no runs by kind
-      else kind[even && odd ? 0 : (even ? 1 : 2)].push_back(b);
+      uint32_t packed = 0;
+      bool even = false, odd = false;
+      for (int j = 0; j < 4 && 4 * q + j < K; ++j) {
+        const int8_t v = row[4 * q + j];
+        packed |= (uint32_t)(uint8_t)v << (8 * j);
+        p.rowsum[n] += v;
+        p.nnz += v != 0;
+        (j % 2 ? odd : even) |= v != 0;
+      }
+      if (even || odd) kind[even && odd ? 0 : (even ? 1 : 2)].push_back(Block{(int32_t)packed, (uint32_t)q * 64});
     }
     p.blocks.insert(p.blocks.end(), kind[0].begin(), kind[0].end());
     p.half_ptr[2 * n] = (int64_t)p.blocks.size();
@@ -67,7 +48,6 @@ Int8Packed pack_int8(const int8_t* w, int N, int K, const float* scales, const f
     p.half_ptr[2 * n + 1] = (int64_t)p.blocks.size();
     p.blocks.insert(p.blocks.end(), kind[2].begin(), kind[2].end());
     p.row_ptr[n + 1] = (int64_t)p.blocks.size();
-    if (p.nchunks) p.chunk_ptr[(size_t)n * (p.nchunks + 1) + p.nchunks] = (int64_t)p.blocks.size();
   }
   return p;
 }
@@ -306,18 +286,14 @@ void tile_f32(const float* x, int K, int T, float* out) {
 void int8_matmul(const IsaOps* ops, const Int8Packed& w, const uint8_t* xt, int T, float x_scale, int zp,
                  int32_t* out_i32, float* out_f32) {
   if (w.N == 0 || T == 0) return;
-  if (int8_chunk_for(ops, w.K4) != w.chunk_quads)
-    throw std::invalid_argument(std::string("this Int8Matrix was packed for another isa than '") + ops->name +
-                                "': build it with the isa it is called with");
   std::vector<float> fscale(w.N);
   std::vector<int32_t> corr(w.N);
   for (int n = 0; n < w.N; ++n) {
     fscale[n] = w.wscale[n] * x_scale;
     corr[n] = zp * w.rowsum[n];
   }
-  Int8Args a{w.blocks.data(), w.row_ptr.data(), w.half_ptr.data(), w.nchunks ? w.chunk_ptr.data() : nullptr, w.nchunks,
-             xt, (int64_t)w.K4 * 64, (T + kTok - 1) / kTok, T, out_i32, out_f32, T, fscale.data(), corr.data(),
-             w.bias.data()};
+  Int8Args a{w.blocks.data(), w.row_ptr.data(), w.half_ptr.data(), xt, (int64_t)w.K4 * 64, (T + kTok - 1) / kTok, T, out_i32,
+             out_f32, T, fscale.data(), corr.data(), w.bias.data()};
   const int nt = std::max(1, std::min(get_num_threads(), w.N / 16));
   pool().run(nt, [&](int c) {
     ops->int8_rows(a, split_row(w.row_ptr, w.N, c, nt), split_row(w.row_ptr, w.N, c + 1, nt));

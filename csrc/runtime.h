@@ -9,16 +9,11 @@ namespace pruneofa {
 
 // Weights packed once at load: CSR over output rows of non-zero 1x4 blocks along K. Rows keep their
 // order so results are written in place; threads get contiguous row ranges of equal block count.
-// Two layouts, chosen by the ISA the matrix is packed for (IsaOps::int8_chunk_quads): the row
-// layout (each row's full, even-only, odd-only blocks) or, for long K on VNNI, the K-chunked one
-// (each row's blocks by K-chunk of chunk_quads quads, ascending K).
 struct Int8Packed {
   int N = 0, K = 0, K4 = 0;
   int64_t nnz = 0;  // non-zero int8 weights (before padding to blocks)
   std::vector<int64_t> row_ptr;
   std::vector<int64_t> half_ptr;  // [2N]: each row's blocks are full, then even-only, then odd-only
-  int chunk_quads = 0, nchunks = 0;  // 0: row layout
-  std::vector<int64_t> chunk_ptr;    // [N * (nchunks + 1)] in the chunked layout
   std::vector<Block> blocks;
   std::vector<int32_t> rowsum;  // sum of each row's weights, for the activation zero-point correction
   std::vector<float> wscale, bias;
@@ -31,10 +26,8 @@ struct F32Packed {
   std::vector<float> bias;
 };
 
-// w: row-major [N, K]; bias may be null; chunk_quads: 0 for the row layout, else the K-chunk size.
-Int8Packed pack_int8(const int8_t* w, int N, int K, const float* scales, const float* bias, int chunk_quads = 0);
-// The layout `ops` multiplies for a K of K4 quads (0: the row layout).
-int int8_chunk_for(const IsaOps* ops, int K4);
+// w: row-major [N, K]; bias may be null.
+Int8Packed pack_int8(const int8_t* w, int N, int K, const float* scales, const float* bias);
 F32Packed pack_f32(const float* w, int N, int K, const float* bias);
 
 // Resolve an Isa request; throws std::runtime_error naming the missing CPU feature.

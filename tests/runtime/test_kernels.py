@@ -87,14 +87,14 @@ def test_int8_exact(isa, pattern, shape):
         np.testing.assert_allclose(m(np.ascontiguousarray(x.T), layout="tk"), yref.T, **tol)
 
 
-# K over 768 (192 quads): "vnni" packs these in its K-chunked layout (64 quads a chunk), ragged in
-# every dimension: a last chunk shorter than 64 quads, a last quad shorter than 4, N and T off the tiles.
-CHUNKED_SHAPES = [(37, 1031, 150), (130, 800, 17), (3, 3072, 129)]
+# Long K, ragged in every dimension (a last quad shorter than 4, N and T off the tiles), with an
+# all-zero stretch of K inside a row and a row whose first half is empty.
+LONG_K_SHAPES = [(37, 1031, 150), (130, 800, 17), (3, 3072, 129)]
 
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("pattern", ["block1x4", "unstructured"])
-@pytest.mark.parametrize("shape", CHUNKED_SHAPES)
+@pytest.mark.parametrize("shape", LONG_K_SHAPES)
 def test_int8_long_k_exact(isa, pattern, shape):
     _need(isa)
     n, k, t = shape
@@ -102,8 +102,8 @@ def test_int8_long_k_exact(isa, pattern, shape):
     q = rng.integers(0, 256, size=(k, t)).astype(np.uint8)
     qa = kernels.QuantizedActivations.from_uint8(q, scale=0.02, zero_point=7)
     w = _sparse_int8(rng, n, k, 0.9, pattern)
-    w[0, 256:512] = 0  # an all-zero K-chunk inside a row
-    w[-1, : k // 2] = 0  # a row whose first chunks are all empty
+    w[0, 256:512] = 0
+    w[-1, : k // 2] = 0
     wscale = rng.uniform(0.001, 0.02, n).astype(np.float32)
     bias = rng.standard_normal(n).astype(np.float32)
     m = kernels.PackedLinearInt8(w, wscale, bias, pattern=pattern, force_isa=isa)
@@ -117,16 +117,22 @@ def test_int8_long_k_exact(isa, pattern, shape):
     np.testing.assert_array_equal(zero.matmul_quantized(qa), np.repeat(bias[:, None], t, 1))
 
 
-def test_vnni_packs_long_k_in_chunks():
-    """The layout follows the isa the matrix is packed for: K-chunked for K > 768 on the VNNI code."""
-    w = np.ones((4, 1000), np.int8)
-    m = kernels.PackedLinearInt8(w, np.ones(4, np.float32), force_isa="vnni-emulated")
-    assert m._m.chunk_quads == 64
-    assert kernels.PackedLinearInt8(w[:, :768], np.ones(4, np.float32), force_isa="vnni-emulated")._m.chunk_quads == 0
-    assert kernels.PackedLinearInt8(w, np.ones(4, np.float32), force_isa="portable")._m.chunk_quads == 0
-    qa = kernels.QuantizedActivations.from_uint8(np.ones((1000, 3), np.uint8), 1.0, 0)
-    with pytest.raises(ValueError, match="packed for another isa"):
-        m._m.matmul_int32(qa.data, qa.T, 1)  # the portable code on a chunked matrix
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("nblocks", [1, 2, 3, 5])
+def test_int8_rows_of_few_blocks(isa, nblocks):
+    """Rows of 1, 2, 3, 5 blocks: the VNNI loop takes blocks in pairs over two accumulator sets, so odd
+    counts leave one block for its remainder; each row's blocks mix full and half (even/odd) quads."""
+    _need(isa)
+    rng = np.random.default_rng(nblocks)
+    n, k, t = 40, 64, 67
+    w = np.zeros((n, k), np.int8)
+    for row in range(n):
+        for quad in rng.choice(k // 4, size=nblocks, replace=False):
+            w[row, 4 * quad : 4 * quad + 4] = rng.integers(-128, 128, 4) * (rng.random(4) < 0.6)
+    q = rng.integers(0, 256, size=(k, t)).astype(np.uint8)
+    qa = kernels.QuantizedActivations.from_uint8(q, scale=1.0, zero_point=0)
+    m = kernels.PackedLinearInt8(w, np.ones(n, np.float32), force_isa=isa)
+    np.testing.assert_array_equal(m.matmul_int32(qa), w.astype(np.int64) @ q.astype(np.int64))
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -214,7 +220,7 @@ def test_threads_give_identical_results(isa):
     x = rng.standard_normal((256, 100)).astype(np.float32)
     m = kernels.PackedLinearInt8(w, np.ones(300, np.float32), force_isa=isa)
     f = kernels.PackedLinearF32(w.astype(np.float32), force_isa=isa)
-    w_long = _sparse_int8(rng, 200, 1001, 0.9, "block1x4")  # K-chunked on the VNNI code
+    w_long = _sparse_int8(rng, 200, 1001, 0.9, "block1x4")
     x_long = rng.standard_normal((1001, 70)).astype(np.float32)
     m_long = kernels.PackedLinearInt8(w_long, np.ones(200, np.float32), force_isa=isa)
     before = kernels.get_num_threads()

@@ -158,7 +158,7 @@ class PackedLinearInt8:
             bias = np.ascontiguousarray(bias, dtype=np.float32).reshape(-1)
         self.pattern = pattern
         self.isa = _isa_code(force_isa)
-        self._m = _k.Int8Matrix(np.ascontiguousarray(weight), scales, bias, self.isa)
+        self._m = _k.Int8Matrix(np.ascontiguousarray(weight), scales, bias)
         self.out_features, self.in_features = weight.shape
 
     @property
