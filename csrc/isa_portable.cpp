@@ -18,6 +18,8 @@ struct I8 {
     int32_t b[4];
   };
   static constexpr int R = 4;
+  static constexpr int U = 1;  // one accumulator set, the half-step runs kept apart
+  static constexpr bool kHalf = true;
   static Acc zero() { return Acc{}; }
   static W bcast(int32_t w) {
     return W{{(int8_t)(w & 0xff), (int8_t)((w >> 8) & 0xff), (int8_t)((w >> 16) & 0xff), (int8_t)((w >> 24) & 0xff)}};

@@ -4,7 +4,9 @@
 //        step(Acc&, const uint8_t* 64 bytes, const W&), and the same for blocks whose odd (w1, w3)
 //        or even (w0, w2) weights are zero: WE/bcast_even/step_even, WO/bcast_odd/step_odd
 //        (an ISA without a cheaper half step aliases them to the full one), store_i32(int32_t* 16, Acc),
-//        store_f32(float* 16, Acc, scale, corr, bias)
+//        store_f32(float* 16, Acc, scale, corr, bias); U and kHalf: with kHalf the three runs take
+//        their own steps into one accumulator set (U = 1); without, a row's runs are one, split
+//        over U accumulator sets joined by add(Acc, Acc)
 //   F32: Acc, W, R, zero(), bcast(float), step(Acc&, const float* 16, const W&), store(float* 16, Acc, bias)
 // One body for all ISAs means the portable and AVX2 paths, which this machine can run, exercise
 // the same loop structure, edge handling and stores as the AVX-512 path.
@@ -20,58 +22,90 @@
 #define PRUNEOFA_UNROLL
 #endif
 
-// Register block: one output row times R token tiles. The weight block is broadcast once and feeds
-// R accumulators, so each weight load is amortised over R*16 tokens.
+// The store helper takes the accumulator array by pointer; inlined, it stays in registers.
+#if defined(__GNUC__) || defined(__clang__)
+#define PRUNEOFA_INLINE inline __attribute__((always_inline))
+#else
+#define PRUNEOFA_INLINE inline
+#endif
+
+// Writes the R accumulators of row n, token tiles tile0.., as raw int32 or dequantized float.
 template <class Tr, int R>
-void int8_block(const Int8Args& a, int r0, int r1, int tile0) {
-  const uint8_t* xb = a.x + tile0 * a.tile_bytes;
-  for (int n = r0; n < r1; ++n) {
-    typename Tr::Acc acc[R];
-    PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) acc[r] = Tr::zero();
-    // A row's blocks come as three runs: full, even-only, odd-only (see pack_int8).
-    const Block* b = a.blocks + a.row_ptr[n];
-    const Block* e_full = a.blocks + a.half_ptr[2 * n];
-    const Block* e_even = a.blocks + a.half_ptr[2 * n + 1];
-    const Block* e = a.blocks + a.row_ptr[n + 1];
-    for (; b < e_full; ++b) {
-      const typename Tr::W w = Tr::bcast(b->w);
-      const uint8_t* p = xb + b->off;
-      PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) Tr::step(acc[r], p + r * a.tile_bytes, w);
-    }
-    for (; b < e_even; ++b) {
-      const typename Tr::WE w = Tr::bcast_even(b->w);
-      const uint8_t* p = xb + b->off;
-      PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) Tr::step_even(acc[r], p + r * a.tile_bytes, w);
-    }
-    for (; b < e; ++b) {
-      const typename Tr::WO w = Tr::bcast_odd(b->w);
-      const uint8_t* p = xb + b->off;
-      PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) Tr::step_odd(acc[r], p + r * a.tile_bytes, w);
-    }
-    PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) {
-      const int t = (tile0 + r) * kTok;
-      const int valid = a.T - t < kTok ? a.T - t : kTok;
-      if (a.out_i32) {
-        int32_t* dst = a.out_i32 + n * a.ldo + t;
-        if (valid == kTok) {
-          Tr::store_i32(dst, acc[r]);
-        } else {  // ragged last tile: go through a buffer, never write past T
-          int32_t tmp[kTok];
-          Tr::store_i32(tmp, acc[r]);
-          for (int i = 0; i < valid; ++i) dst[i] = tmp[i];
-        }
+PRUNEOFA_INLINE void int8_store_row(const Int8Args& a, int n, int tile0, const typename Tr::Acc* acc) {
+  PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) {
+    const int t = (tile0 + r) * kTok;
+    const int valid = a.T - t < kTok ? a.T - t : kTok;
+    if (a.out_i32) {
+      int32_t* dst = a.out_i32 + n * a.ldo + t;
+      if (valid == kTok) {
+        Tr::store_i32(dst, acc[r]);
+      } else {  // ragged last tile: go through a buffer, never write past T
+        int32_t tmp[kTok];
+        Tr::store_i32(tmp, acc[r]);
+        for (int i = 0; i < valid; ++i) dst[i] = tmp[i];
+      }
+    } else {
+      float* dst = a.out_f32 + n * a.ldo + t;
+      const float bias = a.bias ? a.bias[n] : 0.0f;
+      if (valid == kTok) {
+        Tr::store_f32(dst, acc[r], a.fscale[n], a.corr[n], bias);
       } else {
-        float* dst = a.out_f32 + n * a.ldo + t;
-        const float bias = a.bias ? a.bias[n] : 0.0f;
-        if (valid == kTok) {
-          Tr::store_f32(dst, acc[r], a.fscale[n], a.corr[n], bias);
-        } else {
-          float tmp[kTok];
-          Tr::store_f32(tmp, acc[r], a.fscale[n], a.corr[n], bias);
-          for (int i = 0; i < valid; ++i) dst[i] = tmp[i];
-        }
+        float tmp[kTok];
+        Tr::store_f32(tmp, acc[r], a.fscale[n], a.corr[n], bias);
+        for (int i = 0; i < valid; ++i) dst[i] = tmp[i];
       }
     }
+  }
+}
+
+// Register block: one output row times R token tiles. The weight block is broadcast once and feeds
+// R accumulators, so each weight load is amortised over R*16 tokens. With Tr::U > 1 consecutive
+// blocks alternate between U accumulator sets: U*R independent vpdpbusd chains hide the
+// instruction's latency while only R token tiles (the L1 footprint) are live.
+template <class Tr, int R>
+void int8_block(const Int8Args& a, int r0, int r1, int tile0) {
+  constexpr int U = Tr::U;
+  const uint8_t* xb = a.x + tile0 * a.tile_bytes;
+  for (int n = r0; n < r1; ++n) {
+    typename Tr::Acc acc[U][R];
+    PRUNEOFA_UNROLL for (int u = 0; u < U; ++u) PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) acc[u][r] = Tr::zero();
+    const Block* b = a.blocks + a.row_ptr[n];
+    const Block* e = a.blocks + a.row_ptr[n + 1];
+    if constexpr (Tr::kHalf) {
+      // A row's blocks come as three runs: full, even-only, odd-only (see pack_int8).
+      const Block* e_full = a.blocks + a.half_ptr[2 * n];
+      const Block* e_even = a.blocks + a.half_ptr[2 * n + 1];
+      for (; b < e_full; ++b) {
+        const typename Tr::W w = Tr::bcast(b->w);
+        const uint8_t* p = xb + b->off;
+        PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) Tr::step(acc[0][r], p + r * a.tile_bytes, w);
+      }
+      for (; b < e_even; ++b) {
+        const typename Tr::WE w = Tr::bcast_even(b->w);
+        const uint8_t* p = xb + b->off;
+        PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) Tr::step_even(acc[0][r], p + r * a.tile_bytes, w);
+      }
+      for (; b < e; ++b) {
+        const typename Tr::WO w = Tr::bcast_odd(b->w);
+        const uint8_t* p = xb + b->off;
+        PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) Tr::step_odd(acc[0][r], p + r * a.tile_bytes, w);
+      }
+    } else {  // no cheaper half step: the three runs are one
+      for (; b + U <= e; b += U) {
+        PRUNEOFA_UNROLL for (int u = 0; u < U; ++u) {
+          const typename Tr::W w = Tr::bcast(b[u].w);
+          const uint8_t* p = xb + b[u].off;
+          PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) Tr::step(acc[u][r], p + r * a.tile_bytes, w);
+        }
+      }
+      for (; b < e; ++b) {
+        const typename Tr::W w = Tr::bcast(b->w);
+        const uint8_t* p = xb + b->off;
+        PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) Tr::step(acc[U - 1][r], p + r * a.tile_bytes, w);
+      }
+      PRUNEOFA_UNROLL for (int u = 1; u < U; ++u) PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) acc[0][r] = Tr::add(acc[0][r], acc[u][r]);
+    }
+    int8_store_row<Tr, R>(a, n, tile0, acc[0]);
   }
 }
 

@@ -87,6 +87,54 @@ def test_int8_exact(isa, pattern, shape):
         np.testing.assert_allclose(m(np.ascontiguousarray(x.T), layout="tk"), yref.T, **tol)
 
 
+# Long K, ragged in every dimension (a last quad shorter than 4, N and T off the tiles), with an
+# all-zero stretch of K inside a row and a row whose first half is empty.
+LONG_K_SHAPES = [(37, 1031, 150), (130, 800, 17), (3, 3072, 129)]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("pattern", ["block1x4", "unstructured"])
+@pytest.mark.parametrize("shape", LONG_K_SHAPES)
+def test_int8_long_k_exact(isa, pattern, shape):
+    _need(isa)
+    n, k, t = shape
+    rng = np.random.default_rng(hash(("long", pattern, shape)) % 2**32)
+    q = rng.integers(0, 256, size=(k, t)).astype(np.uint8)
+    qa = kernels.QuantizedActivations.from_uint8(q, scale=0.02, zero_point=7)
+    w = _sparse_int8(rng, n, k, 0.9, pattern)
+    w[0, 256:512] = 0
+    w[-1, : k // 2] = 0
+    wscale = rng.uniform(0.001, 0.02, n).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    m = kernels.PackedLinearInt8(w, wscale, bias, pattern=pattern, force_isa=isa)
+    acc = w.astype(np.int64) @ q.astype(np.int64)
+    np.testing.assert_array_equal(m.matmul_int32(qa), acc)
+    corr = 7 * w.astype(np.int64).sum(1, keepdims=True)
+    yref = 0.02 * wscale[:, None].astype(np.float64) * (acc - corr) + bias[:, None]
+    np.testing.assert_allclose(m.matmul_quantized(qa), yref, rtol=1e-5, atol=1e-5 * (np.abs(yref).max() + 1))
+    zero = kernels.PackedLinearInt8(np.zeros((n, k), np.int8), wscale, bias, force_isa=isa)
+    np.testing.assert_array_equal(zero.matmul_int32(qa), 0)
+    np.testing.assert_array_equal(zero.matmul_quantized(qa), np.repeat(bias[:, None], t, 1))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("nblocks", [1, 2, 3, 5])
+def test_int8_rows_of_few_blocks(isa, nblocks):
+    """Rows of 1, 2, 3, 5 blocks: the VNNI loop takes blocks in pairs over two accumulator sets, so odd
+    counts leave one block for its remainder; each row's blocks mix full and half (even/odd) quads."""
+    _need(isa)
+    rng = np.random.default_rng(nblocks)
+    n, k, t = 40, 64, 67
+    w = np.zeros((n, k), np.int8)
+    for row in range(n):
+        for quad in rng.choice(k // 4, size=nblocks, replace=False):
+            w[row, 4 * quad : 4 * quad + 4] = rng.integers(-128, 128, 4) * (rng.random(4) < 0.6)
+    q = rng.integers(0, 256, size=(k, t)).astype(np.uint8)
+    qa = kernels.QuantizedActivations.from_uint8(q, scale=1.0, zero_point=0)
+    m = kernels.PackedLinearInt8(w, np.ones(n, np.float32), force_isa=isa)
+    np.testing.assert_array_equal(m.matmul_int32(qa), w.astype(np.int64) @ q.astype(np.int64))
+
+
 @pytest.mark.parametrize("isa", ISAS)
 def test_int8_all_zero_matrix_and_input(isa):
     _need(isa)
@@ -172,18 +220,21 @@ def test_threads_give_identical_results(isa):
     x = rng.standard_normal((256, 100)).astype(np.float32)
     m = kernels.PackedLinearInt8(w, np.ones(300, np.float32), force_isa=isa)
     f = kernels.PackedLinearF32(w.astype(np.float32), force_isa=isa)
+    w_long = _sparse_int8(rng, 200, 1001, 0.9, "block1x4")
+    x_long = rng.standard_normal((1001, 70)).astype(np.float32)
+    m_long = kernels.PackedLinearInt8(w_long, np.ones(200, np.float32), force_isa=isa)
     before = kernels.get_num_threads()
     try:
         results = []
         for n in (1, 2, 3):
             kernels.set_num_threads(n)
             assert kernels.get_num_threads() == n
-            results.append((m(x), f(x)))
+            results.append((m(x), f(x), m_long(x_long)))
     finally:
         kernels.set_num_threads(before)
-    for y, z in results[1:]:
-        np.testing.assert_array_equal(y, results[0][0])
-        np.testing.assert_array_equal(z, results[0][1])
+    for got in results[1:]:
+        for y, y1 in zip(got, results[0], strict=True):
+            np.testing.assert_array_equal(y, y1)
 
 
 def test_out_buffer_and_errors():

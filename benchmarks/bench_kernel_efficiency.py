@@ -1,0 +1,145 @@
+"""Per-layer efficiency of the sparse int8 kernel: useful multiply-accumulates per cycle (not run in CI).
+
+Times the kernel alone (pre-quantized activations -> dequantized float32 [N, T]) on BERT-base layer
+shapes at 90% sparsity in 1x4 blocks and unstructured, and reports useful MAC/s (non-zero weights x
+tokens), MAC/cycle at the given clock and the share of `--peak` MAC/cycle/core. With `--baseline-ext`
+it also times another build of the extension (a copy of an older `_kernels*.so`) in separate worker
+processes, alternating with this build round by round, so before and after share one run. Each
+cell is the fastest of its rounds' samples (a shared machine's other processes only add time).
+
+  python benchmarks/bench_kernel_efficiency.py --ghz 3.47 --out results/kernel_efficiency.json \\
+      [--isa avx2] [--baseline-ext /tmp/old/_kernels.cpython-311-x86_64-linux-gnu.so]
+
+`--ghz` is the core clock under load, measured outside Python (a dependent integer-add loop); this
+script does not guess it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.machinery
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+SHAPES = [(768, 768), (3072, 768), (768, 3072)]
+ISA_CODES = {"auto": 0, "avx2": 2, "vnni": 3}  # the extension's codes (kernels._ISA_CODES)
+PATTERNS = ("block1x4", "unstructured")
+
+
+def _load_ext(path: str | None):
+    """The extension module: this build's, or the one at `path` loaded under the same name."""
+    if path:
+        name = "pruneofa.runtime._kernels"
+        loader = importlib.machinery.ExtensionFileLoader(name, path)
+        spec = importlib.util.spec_from_file_location(name, path, loader=loader)
+        mod = importlib.util.module_from_spec(spec)
+        loader.exec_module(mod)
+        sys.modules[name] = mod
+        return mod
+    from pruneofa.runtime import _kernels
+
+    return _kernels
+
+
+def _weights(rng: np.random.Generator, n: int, k: int, pattern: str) -> np.ndarray:
+    w = rng.integers(-127, 128, size=(n, k)).astype(np.int8)
+    if pattern == "block1x4":
+        keep = rng.random((n, k // 4)) >= 0.9
+        w[~np.repeat(keep, 4, axis=1)] = 0
+    else:
+        w[rng.random((n, k)) < 0.9] = 0
+    return w
+
+
+def _per_call(fn, sample_s: float) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(5):
+        calls, t0 = 0, time.perf_counter()
+        while True:
+            fn()
+            calls += 1
+            dt = time.perf_counter() - t0
+            if dt >= sample_s:
+                break
+        best = min(best, dt / calls)
+    return best
+
+
+def worker(ext_path: str | None, isa: int, tokens: list[int], threads: int, sample_s: float) -> list[dict]:
+    k = _load_ext(ext_path)
+    k.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    rows = []
+    for t in tokens:
+        for n, kk in SHAPES:
+            q = rng.integers(0, 256, size=(kk, t)).astype(np.uint8)
+            xt = k.tile_u8(q)
+            out = np.empty((n, t), np.float32)
+            for pattern in PATTERNS:
+                w = _weights(rng, n, kk, pattern)
+                scales, bias = np.ones(n, np.float32), np.zeros(n, np.float32)
+                m = k.Int8Matrix(w, scales, bias)
+                sec = _per_call(lambda m=m, xt=xt, t=t, out=out: m.matmul(xt, t, 0.01, 3, isa, out), sample_s)
+                rows.append({"N": n, "K": kk, "tokens": t, "pattern": pattern, "nnz": int(np.count_nonzero(w)),
+                             "blocks": int(m.nblocks), "sec": sec})
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--ghz", type=float, required=True, help="core clock under load (measured elsewhere)")
+    ap.add_argument("--peak", type=float, default=64.0, help="the VNNI peak, int8 MAC/cycle/core")
+    ap.add_argument("--baseline-ext", default=None, help="an older _kernels*.so to time against")
+    ap.add_argument("--isa", choices=sorted(ISA_CODES), default="auto")
+    ap.add_argument("--tokens", nargs="+", type=int, default=[128, 1024])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--sample-ms", type=float, default=20.0)
+    ap.add_argument("--worker", nargs="?", const="", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker is not None:
+        rows = worker(args.worker or None, ISA_CODES[args.isa], args.tokens, args.threads, args.sample_ms / 1000)
+        print(json.dumps(rows))
+        return
+    builds = {"after": ""} | ({"before": args.baseline_ext} if args.baseline_ext else {})
+    samples: dict[str, list[list[dict]]] = {b: [] for b in builds}
+    for _ in range(args.rounds):
+        for b, ext in builds.items():
+            cmd = [sys.executable, __file__, "--out", "-", "--ghz", str(args.ghz), "--worker", ext,
+                   "--isa", args.isa, "--tokens", *map(str, args.tokens), "--threads", str(args.threads), "--sample-ms",
+                   str(args.sample_ms)]
+            samples[b].append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout))
+    table = []
+    for i, row in enumerate(samples["after"][0]):
+        entry = {key: row[key] for key in ("N", "K", "tokens", "pattern", "nnz", "blocks")}
+        for b in builds:
+            sec = min(s[i]["sec"] for s in samples[b])  # other processes only ever add time
+            mac_cycle = row["nnz"] * row["tokens"] / sec / (args.ghz * 1e9)
+            entry[b] = {"us": sec * 1e6, "mac_per_cycle": mac_cycle, "pct_of_peak": 100 * mac_cycle / args.peak}
+        table.append(entry)
+        cells = "  ".join(f"{b}: {entry[b]['us']:8.1f} us {entry[b]['mac_per_cycle']:5.1f} MAC/cyc "
+                          f"{entry[b]['pct_of_peak']:5.1f}%" for b in builds)
+        print(f"{row['N']:>4}x{row['K']:<4} T={row['tokens']:<5} {row['pattern']:12} {cells}", flush=True)
+    from pruneofa.runtime.kernels import cpu_features
+
+    meta = {"cpu": cpu_features(), "isa": args.isa, "ghz": args.ghz, "peak_mac_per_cycle": args.peak,
+            "threads": args.threads, "rounds": args.rounds, "sparsity": 0.9, "useful_macs": "non-zero weights x tokens",
+            "baseline_ext": args.baseline_ext}
+    path = Path(args.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps({"meta": meta, "rows": table}, indent=1))
+    tmp.replace(path)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
