@@ -12,6 +12,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "attention.h"
 #include "runtime.h"
 
 namespace nb = nanobind;
@@ -224,4 +225,21 @@ NB_MODULE(_kernels, m) {
     nb::gil_scoped_release r;
     gelu(ops, x.data(), (int64_t)x.shape(0), p.data(), q.data(), clamp);
   });
+
+  // ---------------------------------------------------------------- attention
+  // Fused attention over every (sequence, head) on the pool: ctx [H, B*T] from the fused QKV output
+  // qkv [3H, B*T] (1/sqrt(d) already in Q), with an optional additive key bias [B*T] (padding mask).
+  m.def("attention_", [](In2<float> qkv, Buf2 ctx, int heads, int batch, std::optional<In1<float>> bias, int isa) {
+    const IsaOps* ops = select_isa(isa);
+    const int64_t H = (int64_t)ctx.shape(0), BT = (int64_t)ctx.shape(1);
+    if (heads < 1 || batch < 1 || H % heads != 0 || BT % batch != 0)
+      throw std::invalid_argument("attention_: heads must divide H=" + std::to_string(H) +
+                                  " and batch must divide B*T=" + std::to_string(BT));
+    if ((int64_t)qkv.shape(0) != 3 * H || (int64_t)qkv.shape(1) != BT)
+      throw std::invalid_argument("attention_: qkv must have shape (3H, B*T) = (" + std::to_string(3 * H) + ", " +
+                                  std::to_string(BT) + ")");
+    if (bias && (int64_t)bias->shape(0) != BT) throw std::invalid_argument("attention_: bias must have B*T entries");
+    nb::gil_scoped_release r;
+    attention(ops, qkv.data(), (int)H, heads, batch, (int)(BT / batch), bias ? bias->data() : nullptr, ctx.data());
+  }, nb::arg("qkv"), nb::arg("ctx"), nb::arg("heads"), nb::arg("batch"), nb::arg("bias").none(), nb::arg("isa"));
 }

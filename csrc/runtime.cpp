@@ -231,6 +231,7 @@ void set_num_threads(int n) {
   Pool::get().resize(n);
 }
 int get_num_threads() { return pool().size(); }
+void parallel_run(int n, const std::function<void(int)>& fn) { pool().run(n, fn); }
 
 // ---------------------------------------------------------------- activations
 void quant_params(const IsaOps* ops, const float* x, int64_t n, float* scale, int* zp) {

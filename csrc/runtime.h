@@ -1,6 +1,7 @@
 // Packing, dispatch and threading around the per-ISA kernels (compiled with baseline flags).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "common.h"
@@ -39,6 +40,8 @@ bool compiled_avx512_emulated();
 
 void set_num_threads(int n);
 int get_num_threads();
+// Runs fn(c) for c in [0, n) on the pool (n <= get_num_threads()), chunk 0 on the calling thread.
+void parallel_run(int n, const std::function<void(int)>& fn);
 
 inline int64_t int8_tiled_bytes(int K, int T) { return (int64_t)((T + kTok - 1) / kTok) * ((K + 3) / 4) * 64; }
 inline int64_t f32_tiled_floats(int K, int T) { return (int64_t)((T + kTok - 1) / kTok) * K * kTok; }

@@ -2,9 +2,9 @@
 
 Hidden states live as ``[H, B*T]`` float32 (features x tokens, batch-major tokens) for the whole
 forward, because the sparse kernels read ``[K, T]`` and write ``[N, T]`` fastest (KERNEL-NOTES.md);
-only the embedding gather is token-major, transposed once. Attention is per (sequence, head) with
-NumPy matmul in fp32 on strided views of the fused QKV output (no copies: BLAS takes the transposed
-operands directly). Buffers are allocated once per (batch, length) and reused.
+only the embedding gather is token-major, transposed once. Attention is per (sequence, head), fused in
+the extension (QK^T, mask, softmax and PV with the scores in cache, csrc/attention_impl.h), with a NumPy
+fallback on strided views of the fused QKV output. Buffers are allocated once per (batch, length).
 
 Families: BERT (``bert``; also MiniLM, which is a BERT) and DistilBERT (``distilbert``). A family is a
 table of module names, so the only code per family is in `Names`.
@@ -160,8 +160,6 @@ class Encoder:
             ws = {"h": np.empty((h, bt), np.float32), "qkv": np.empty((3 * h, bt), np.float32),
                   "ctx": np.empty((h, bt), np.float32), "tmp": np.empty((h, bt), np.float32),
                   "inter": np.empty((self.intermediate, bt), np.float32),
-                  "scores": np.empty((b, self.heads, t, t), np.float32),
-                  "rowmax": np.empty((b, self.heads, t, 1), np.float32),
                   "mean": np.empty(bt, np.float32), "var": np.empty(bt, np.float32),
                   "bias": np.empty((b, 1, t), np.float32)}
             self._ws = {(b, t): ws}  # keep one shape: a server with varying lengths should bucket them
@@ -215,13 +213,28 @@ class Encoder:
         self._ln_(h, layer["ffn_ln"], ws, residual=tmp)
 
     def _attention(self, ws: dict[str, np.ndarray], b: int, t: int) -> None:
-        """ctx = softmax(Q^T K / sqrt(d) + mask) V^T per (sequence, head); the scale is in Q's weights."""
+        """ctx = softmax(Q^T K / sqrt(d) + mask) V^T per (sequence, head); the scale is in Q's weights.
+
+        One fused, threaded call in the extension (ops.attention_); the NumPy path below computes the
+        same thing when the extension is missing."""
+        if ops._fused is None:
+            self._attention_numpy(ws, b, t)
+            return
+        t0 = time.perf_counter()
+        ops.attention_(ws["qkv"], ws["ctx"], self.heads, b, ws["bias"] if self._masked else None)
+        self.timer.lap("attention", t0)
+
+    def _attention_numpy(self, ws: dict[str, np.ndarray], b: int, t: int) -> None:
+        """The NumPy path: BLAS matmuls on strided views, per-sequence softmax calls, on the splitter."""
         t0 = time.perf_counter()
         nh, d, hsz = self.heads, self.head_dim, self.hidden
         q4 = ws["qkv"][:hsz].reshape(nh, d, b, t)
         k4 = ws["qkv"][hsz:2 * hsz].reshape(nh, d, b, t)
         v4 = ws["qkv"][2 * hsz:].reshape(nh, d, b, t)
         c4 = ws["ctx"].reshape(nh, d, b, t)
+        if "scores" not in ws:  # the fused path never needs the [B, heads, T, T] scores in memory
+            ws["scores"] = np.empty((b, nh, t, t), np.float32)
+            ws["rowmax"] = np.empty((b, nh, t, 1), np.float32)
         scores = ws["scores"].reshape(b * nh, t, t)
         rowmax = ws["rowmax"].reshape(b * nh, t, 1)
         bias = ws["bias"] if self._masked else None

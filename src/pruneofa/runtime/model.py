@@ -194,8 +194,9 @@ class SparseModel:
 
     def profile(self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None,
                 repeats: int = 5) -> dict[str, float]:
-        """Median seconds per forward spent in each section (sparse_linear, quantize, attention, softmax,
-        layernorm, gelu, embeddings, head, ...), timing the quantize apart from the matmul; plus 'total'."""
+        """Median seconds per forward spent in each section (sparse_linear, quantize, attention (with its
+        fused softmax), layernorm, gelu, embeddings, head, ...), timing the quantize apart from the matmul;
+        plus 'total'. Without the compiled extension the NumPy attention reports its softmax apart."""
         self.run(input_ids, attention_mask)
         runs: list[dict[str, float]] = []
         self.timer.split_quantize = True

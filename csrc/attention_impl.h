@@ -1,0 +1,122 @@
+// Fused self-attention of one (sequence, head) in fp32, on the feature-major QKV output of the fused
+// Linear: Q, K, V are [d, ld] row blocks (features x tokens, this sequence's T columns), the
+// 1/sqrt(d) already folded into Q's weights. Scores never leave this thread's L1/L2:
+//
+//   S^T[j][i] = sum_c K[c, j] Q[c, i]        keys x queries, so the softmax over keys j runs
+//   P^T = exp(S^T + bias[j] - max_j)          elementwise over query lanes i (no horizontal reductions)
+//   C[c, i] = (sum_j V[c, j] P^T[j][i]) / sum_j P^T[j][i]
+//
+// Both matmuls are one register-blocked kernel: R rows times NV 16-float vectors of accumulators,
+// one broadcast scalar per row and NV vector loads per step. GCC/Clang vector extensions instead of
+// intrinsics: every ISA unit compiles this same code with its own target flags (a 16-float vector is
+// one zmm under AVX-512, two ymm under AVX2, four xmm on baseline SSE2), so there is one kernel to test.
+//
+// Included inside an anonymous namespace of each attn_*.cpp unit (like elementwise_impl.h), which sets
+// kAttnR and kAttnNV for its register file before including. Builtins only (see common.h).
+#pragma once
+
+typedef float attn_v16 __attribute__((vector_size(64)));
+
+// By reference, not by value: a 64-byte vector passed by value changes the ABI without AVX-512 (-Wpsabi).
+inline void attn_load(attn_v16& v, const float* p) { __builtin_memcpy(&v, p, sizeof v); }
+inline void attn_store(float* p, const attn_v16& v) { __builtin_memcpy(p, &v, sizeof v); }
+
+inline float attn_exp(float x) {
+  // Cephes exp as in elementwise_impl.h (0 below -87.3: a masked key's -1e30 logit gets weight 0).
+  const float xc = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
+  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  float r = xc - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float y = p * r * r + r + 1.0f;
+  const int32_t bits = ((int32_t)n + 127) << 23;
+  float two_n;
+  __builtin_memcpy(&two_n, &bits, sizeof two_n);
+  return x < -87.3f ? 0.0f : y * two_n;
+}
+
+// out[r][0 : 16*NV] = sum_k A[r*sr + k*sk] * B[k*ldb + 0 : 16*NV] for r < R (R, NV compile-time).
+template <int R, int NV>
+inline void attn_block(const float* A, int64_t sr, int64_t sk, int K, const float* B, int64_t ldb, float* out,
+                       int64_t ldo) {
+  attn_v16 acc[R][NV];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = attn_v16{};
+  for (int k = 0; k < K; ++k) {
+    attn_v16 b[NV];
+    for (int v = 0; v < NV; ++v) attn_load(b[v], B + (int64_t)k * ldb + 16 * v);
+    for (int r = 0; r < R; ++r) {
+      const float a = A[r * sr + (int64_t)k * sk];
+      for (int v = 0; v < NV; ++v) acc[r][v] += a * b[v];
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < NV; ++v) attn_store(out + r * ldo + 16 * v, acc[r][v]);
+}
+
+// out [M][W] (row stride ldo, W a multiple of 16) = A (M x K, strides sr, sk) times B [K][W] (stride ldb).
+template <int R, int NV>
+inline void attn_matmul(const float* A, int64_t sr, int64_t sk, int M, int K, const float* B, int64_t ldb, int W,
+                        float* out, int64_t ldo) {
+  int i = 0;
+  for (; i + 16 * NV <= W; i += 16 * NV) {
+    int m = 0;
+    for (; m + R <= M; m += R) attn_block<R, NV>(A + m * sr, sr, sk, K, B + i, ldb, out + m * ldo + i, ldo);
+    for (; m < M; ++m) attn_block<1, NV>(A + m * sr, sr, sk, K, B + i, ldb, out + m * ldo + i, ldo);
+  }
+  for (; i < W; i += 16) {
+    int m = 0;
+    for (; m + R <= M; m += R) attn_block<R, 1>(A + m * sr, sr, sk, K, B + i, ldb, out + m * ldo + i, ldo);
+    for (; m < M; ++m) attn_block<1, 1>(A + m * sr, sr, sk, K, B + i, ldb, out + m * ldo + i, ldo);
+  }
+}
+
+// One (sequence, head). q, k, v: [d, ld] feature rows of this head, pointing at the sequence's first
+// column; bias: T additive key biases or null; ctx: [d, ld] output rows, same column offset.
+// scratch: attn_scratch(d, T) floats (attention.cpp), no alignment needed.
+inline int64_t attn_tpad(int T) { return (T + 15) / 16 * 16; }
+
+inline void attention_head_impl(const float* q, const float* k, const float* v, int64_t ld, int d, int T,
+                                const float* bias, float* ctx, float* scratch) {
+  const int64_t tp = attn_tpad(T);
+  float* qp = scratch;            // [d][tp] Q with zero padding to whole 16-query vectors
+  float* st = qp + d * tp;        // [T][tp] scores, keys x queries, then exp'd
+  float* cp = st + T * tp;        // [d][tp] unnormalised context
+  float* mx = cp + d * tp;        // [tp] running max per query
+  float* sum = mx + tp;           // [tp] softmax denominators
+  for (int c = 0; c < d; ++c) {
+    __builtin_memcpy(qp + c * tp, q + c * ld, sizeof(float) * T);
+    for (int64_t i = T; i < tp; ++i) qp[c * tp + i] = 0.0f;
+  }
+  // S^T = K^T Q: rows are keys j (A(j, c) = k[c*ld + j]), columns queries.
+  attn_matmul<kAttnR, kAttnNV>(k, 1, ld, T, d, qp, tp, (int)tp, st, tp);
+  for (int64_t i = 0; i < tp; ++i) mx[i] = -3.0e38f;
+  for (int j = 0; j < T; ++j) {
+    float* row = st + j * tp;
+    const float bj = bias ? bias[j] : 0.0f;
+    if (bias)
+      for (int64_t i = 0; i < tp; ++i) row[i] += bj;
+    for (int64_t i = 0; i < tp; ++i) mx[i] = row[i] > mx[i] ? row[i] : mx[i];
+  }
+  for (int64_t i = 0; i < tp; ++i) sum[i] = 0.0f;
+  for (int j = 0; j < T; ++j) {
+    float* row = st + j * tp;
+    for (int64_t i = 0; i < tp; ++i) {
+      row[i] = attn_exp(row[i] - mx[i]);
+      sum[i] += row[i];
+    }
+  }
+  // C = V P^T: rows are features c (A(c, j) = v[c*ld + j]), columns queries.
+  attn_matmul<kAttnR, kAttnNV>(v, ld, 1, d, T, st, tp, (int)tp, cp, tp);
+  for (int64_t i = 0; i < tp; ++i) sum[i] = 1.0f / sum[i];  // >= 1 term exp(0) per query
+  for (int c = 0; c < d; ++c) {
+    const float* src = cp + c * tp;
+    float* dst = ctx + c * ld;
+    for (int i = 0; i < T; ++i) dst[i] = src[i] * sum[i];
+  }
+}

@@ -1,0 +1,20 @@
+// The fused attention (attention_impl.h) compiled with this unit's flags: -mavx512f...: 32 zmm, a 16-float vector is one.
+// Accumulators: kAttnR rows x kAttnNV vectors, sized to the register file.
+#include "attention.h"
+
+namespace pruneofa {
+namespace {
+
+constexpr int kAttnR = 4, kAttnNV = 4;
+#include "attention_impl.h"
+
+void head(const float* q, const float* k, const float* v, int64_t ld, int d, int T, const float* bias, float* ctx,
+          float* scratch) {
+  attention_head_impl(q, k, v, ld, d, T, bias, ctx, scratch);
+}
+
+}  // namespace
+
+AttnHeadFn attn_head_avx512() { return head; }
+
+}  // namespace pruneofa
