@@ -89,6 +89,22 @@ class Cell:
     def done(self) -> bool:
         return self.result_file.is_file()
 
+    def outputs_present(self) -> bool:
+        """Whether the folders later cells read are on this machine (runs/ is not committed: a new machine
+        has the results but not the models, and re-runs a finished cell that a pending cell needs)."""
+        commands = self.argv()
+        for argv in commands if isinstance(commands[0], list) else [commands]:
+            if "--out" not in argv:
+                continue
+            out = Path(argv[argv.index("--out") + 1])
+            if argv[0] == "run":
+                stages = [argv[i + 1] for i, a in enumerate(argv) if a == "--only"]
+                if not all((out / stage / "DONE").is_file() for stage in stages):
+                    return False
+            elif not out.exists():
+                return False
+        return True
+
 
 def _run(stages: list[str], out: Path, overrides: list[str]) -> list[str]:
     argv = ["run", str(RECIPE), "--out", str(out)]
@@ -352,10 +368,16 @@ def _metric(cell: str, key: str) -> float | None:
 
 
 def runnable(cells: list[Cell], parts: set[str] | None) -> Iterator[Cell]:
+    """Cells to run, in study order: not done (or done, but their outputs are needed and missing here)."""
+    by_name = {cell.name: cell for cell in cells}
+    pending = [c for c in cells if not c.done() and (not parts or c.part in parts or c.part == "base")]
+    needed = {name for cell in pending for name in cell.needs}
     for cell in cells:
-        if cell.done() or (parts and cell.part not in parts and cell.part != "base"):
+        if cell.done() and (cell.name not in needed or cell.outputs_present()):
             continue
-        if all((RESULTS / f"{need}.json").is_file() for need in cell.needs):
+        if not cell.done() and cell not in pending:
+            continue
+        if all(by_name[n].done() and by_name[n].outputs_present() for n in cell.needs):
             yield cell
 
 

@@ -36,6 +36,8 @@ def test_cells_are_unique_and_wait_for_their_inputs(replicate):
     assert all(need in names for c in cells for need in c.needs)
     assert [c.name for c in replicate.runnable(cells, None)] == ["teacher", "teacher600"]  # the rest waits
     _finish(replicate, "teacher", teacher_mlm_accuracy=0.23)
+    (replicate.RUNS / "teacher" / "teacher").mkdir(parents=True)
+    (replicate.RUNS / "teacher" / "teacher" / "DONE").write_text("")
     ready = [c.name for c in replicate.runnable(cells, None)]
     assert ready[:2] == ["dense-s1", "dense-s2"] and "rq1-paper-s1" not in ready
 
@@ -59,3 +61,13 @@ def test_best_objective_and_the_report_use_means_over_seeds(replicate):
     budget = next(c for c in replicate.study() if c.name == "rq1-budget600-s1")
     argv = budget.argv()
     assert "pretrain.distill.positions=masked" in argv and "pretrain.steps=600" in argv
+
+
+def test_a_finished_cell_whose_models_are_missing_is_run_again_when_needed(replicate):
+    cells = replicate.study()
+    _finish(replicate, "teacher", teacher_mlm_accuracy=0.23)  # results committed, runs/ not on this machine
+    assert next(c.name for c in replicate.runnable(cells, None)) == "teacher"
+    done = replicate.RUNS / "teacher" / "teacher"
+    done.mkdir(parents=True)
+    (done / "DONE").write_text("")
+    assert [c.name for c in replicate.runnable(cells, None)][:2] == ["dense-s1", "dense-s2"]
