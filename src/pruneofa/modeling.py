@@ -56,6 +56,29 @@ def load_tokenizer(name_or_path: str, required: bool = True) -> Any:
         return None
 
 
+def check_vocabulary(name_or_path: str) -> None:
+    """Refuse a model folder whose tokenizer has more entries than the model's vocabulary.
+
+    Token ids past the embedding would crash training mid-run (the masked-LM masker draws random
+    replacement tokens over the whole tokenizer); checked before any training starts.
+    """
+    folder = Path(resolve(name_or_path))
+    if not (folder / "config.json").is_file():
+        return  # a hub id or a missing folder: loading the model reports it
+    from transformers import AutoConfig, AutoTokenizer
+
+    try:
+        vocab = getattr(AutoConfig.from_pretrained(str(folder)), "vocab_size", None)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError):
+        return  # the stage's own loading gives the error
+    if isinstance(vocab, int) and len(tokenizer) > vocab:
+        raise CheckpointError(
+            f"the tokenizer of '{name_or_path}' has {len(tokenizer)} entries but the model's vocabulary has {vocab}: "
+            "use the tokenizer the model was trained with, or resize the model's embeddings to the tokenizer"
+        )
+
+
 def model_class(config: Any, head: str) -> Any:
     """The class to load: the checkpoint's own architecture for head='auto', else an Auto class."""
     import transformers
