@@ -180,8 +180,21 @@ def restore_masks(model: nn.Module, folder: str | Path) -> Sparsifier | None:
         if found is None or name not in modules:
             raise CheckpointError(f"'{folder}' has no saved mask for layer '{name}'")
         attach_mask(modules[name], info["param"], found)
+    _refuse_drift(folder)  # before the Sparsifier re-masks the weights, which would hide a revived weight
     sparsifier = Sparsifier.from_metadata(model, meta)
     return sparsifier
+
+
+def _refuse_drift(folder: Path) -> None:
+    """Stop at a stage boundary if the saved weights broke their masks or targets since the folder was written."""
+    from pruneofa.errors import SparsityDriftError
+
+    report = audit_folder(folder)
+    if not report.ok:
+        raise SparsityDriftError(
+            f"'{folder}' has drifted since pruneofa saved it (a weight under its mask is non-zero, or a layer "
+            f"misses its target); find what changed it, or prune it again. Per layer:\n{report.table()}"
+        )
 
 
 def _key_prefixes(model: nn.Module) -> list[str]:
