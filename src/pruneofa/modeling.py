@@ -9,6 +9,7 @@ already hold exact zeros); `load_model` here also restores the mask buffers bit 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -56,6 +57,29 @@ def load_tokenizer(name_or_path: str, required: bool = True) -> Any:
         return None
 
 
+def check_vocabulary(name_or_path: str) -> None:
+    """Refuse a model folder whose tokenizer has more entries than the model's vocabulary.
+
+    Token ids past the embedding would crash training mid-run (the masked-LM masker draws random
+    replacement tokens over the whole tokenizer); checked before any training starts.
+    """
+    folder = Path(resolve(name_or_path))
+    if not (folder / "config.json").is_file():
+        return  # a hub id or a missing folder: loading the model reports it
+    from transformers import AutoConfig, AutoTokenizer
+
+    try:
+        vocab = getattr(AutoConfig.from_pretrained(str(folder)), "vocab_size", None)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError):
+        return  # the stage's own loading gives the error
+    if isinstance(vocab, int) and len(tokenizer) > vocab:
+        raise CheckpointError(
+            f"the tokenizer of '{name_or_path}' has {len(tokenizer)} entries but the model's vocabulary has {vocab}: "
+            "use the tokenizer the model was trained with, or resize the model's embeddings to the tokenizer"
+        )
+
+
 def model_class(config: Any, head: str) -> Any:
     """The class to load: the checkpoint's own architecture for head='auto', else an Auto class."""
     import transformers
@@ -95,6 +119,8 @@ def load_model(
     from transformers import AutoConfig
 
     source = resolve(name_or_path)
+    if Path(source).is_dir():
+        verify_checksums(source)
     try:
         config = AutoConfig.from_pretrained(source, **{k: v for k, v in kwargs.items() if k == "num_labels"})
     except OSError as exc:
@@ -224,7 +250,20 @@ def restore_masks(model: nn.Module, folder: str | Path) -> Sparsifier | None:
             raise CheckpointError(f"'{folder}' has no saved mask for layer '{name}'")
         attach_mask(modules[mapped], info["param"], found)
         layers[mapped] = info
+    _refuse_drift(folder)  # before the Sparsifier re-masks the weights, which would hide a revived weight
     return Sparsifier.from_metadata(model, {**meta, "layers": layers})
+
+
+def _refuse_drift(folder: Path) -> None:
+    """Stop at a stage boundary if the saved weights broke their masks or targets since the folder was written."""
+    from pruneofa.errors import SparsityDriftError
+
+    report = audit_folder(folder)
+    if not report.ok:
+        raise SparsityDriftError(
+            f"'{folder}' has drifted since pruneofa saved it (a weight under its mask is non-zero, or a layer "
+            f"misses its target); find what changed it, or prune it again. Per layer:\n{report.table()}"
+        )
 
 
 def save_model(
@@ -244,7 +283,48 @@ def save_model(
             (tmp / SPARSITY_FILE).write_text(json.dumps(sparsifier.metadata(), indent=2))
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
+        write_checksums(tmp)
     return out_dir
+
+
+#: sha256 of every file `save_model` wrote; verified before a folder is loaded (plain HF loading ignores it)
+CHECKSUM_FILE = "pruneofa_checksums.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_checksums(folder: Path) -> None:
+    sums = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+            for p in sorted(folder.iterdir()) if p.is_file() and p.name != CHECKSUM_FILE}
+    (folder / CHECKSUM_FILE).write_text(json.dumps({"files": sums}, indent=1))
+
+
+def verify_checksums(folder: str | Path) -> None:
+    """Refuse a pruneofa model folder whose files were truncated, changed or removed since it was saved."""
+    folder = Path(folder)
+    path = folder / CHECKSUM_FILE
+    if not path.is_file():
+        return  # not written by this version of pruneofa (or a hub folder): nothing to check against
+    try:
+        files = json.loads(path.read_text(encoding="utf-8"))["files"]
+        listed = {str(name): (int(info["bytes"]), str(info["sha256"])) for name, info in files.items()}
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"'{path}' is corrupt ({exc}); save the model again") from None
+    for name, (size, digest) in listed.items():
+        file = folder / name
+        if not file.is_file():
+            raise CheckpointError(f"'{file}' is missing (listed in {CHECKSUM_FILE}); save the model again")
+        if file.stat().st_size != size:
+            what = "truncated" if file.stat().st_size < size else "longer than saved"
+            raise CheckpointError(f"'{file}' is {what}: {file.stat().st_size} bytes, saved {size}; save it again")
+        if _sha256(file) != digest:
+            raise CheckpointError(f"'{file}' is corrupt: its sha256 does not match {CHECKSUM_FILE}; save it again")
 
 
 def audit_folder(folder: str | Path) -> Any:
@@ -260,7 +340,11 @@ def audit_folder(folder: str | Path) -> Any:
     meta_file = folder / SPARSITY_FILE
     if not meta_file.is_file():
         raise CheckpointError(f"'{folder}' was not written by pruneofa: it has no {SPARSITY_FILE}")
-    meta = json.loads(meta_file.read_text())
+    verify_checksums(folder)
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"'{meta_file}' is corrupt: {exc}") from None
     tensors = read_tensors(folder, lambda _key: True)
     report = AuditReport(where=str(folder))
     for name, info in meta["layers"].items():

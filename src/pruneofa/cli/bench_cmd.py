@@ -58,11 +58,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.replot is not None:
         return _replot(args.replot)
+    _check_args(args)
     if args.quick:
         args.models, args.batch, args.threads, args.rounds = ["minilm"], [1], [1], 3
     elif args.rounds < 5:
         raise PruneofaError(f"--rounds {args.rounds}: use at least 5 (or --quick for a smoke run)")
-    _check_args(args)
     skip = [("bert-base", 8, s) for s in args.seq] if args.skip_bert_base_batch8 else None
     run_benchmark(args.models, args.batch, args.seq, args.threads, rounds=args.rounds, sample_ms=args.sample_ms,
                   seed=args.seed, out=args.out, skip=skip)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from typing import Any
 
 import numpy as np
 
@@ -42,10 +44,19 @@ def _run(args: argparse.Namespace) -> int:
     if args.pair is not None and len(args.pair) != len(args.text):
         raise PruneofaError(f"{len(args.text)} text(s) but {len(args.pair)} --pair value(s); give one --pair per text")
     if args.threads < 1:
-        raise PruneofaError(f"--threads must be >= 1, got {args.threads}")
+        raise PruneofaError(f"--threads must be >= 1, got {args.threads}; use --threads 1 or more")
+    if args.max_length is not None and args.max_length < 2:
+        raise PruneofaError(f"--max-length must be >= 2 (room for the special tokens), got {args.max_length}")
+    _check_texts(args.text, "text")
+    _check_texts(args.pair or [], "--pair")
     model = SparseModel.load(args.path, threads=args.threads, activations=args.activations,
                              max_length=args.max_length)
     try:
+        limit = model.encoder.max_positions
+        if args.max_length is not None and args.max_length > limit:
+            raise PruneofaError(f"--max-length {args.max_length} is over the model's maximum of {limit} positions; "
+                                f"use --max-length {limit} or less")
+        _note_truncation(model, args.text, args.pair)
         pred = model.predict(args.text, pairs=args.pair)
     finally:
         model.close()
@@ -63,6 +74,28 @@ def _run(args: argparse.Namespace) -> int:
             line = f"hidden {row['hidden_shape']}\t{text}"
         print(json.dumps(row) if args.json else line)
     return 0
+
+
+def _check_texts(texts: list[str], what: str) -> None:
+    """Refuse empty and not-UTF-8 texts (invalid bytes arrive from the shell as lone surrogates)."""
+    from pruneofa.errors import PruneofaError
+
+    for i, text in enumerate(texts, 1):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise PruneofaError(f"{what} {i} is not valid UTF-8; convert it first (e.g. iconv -t UTF-8)") from None
+        if not text.strip():
+            raise PruneofaError(f"{what} {i} is empty; give some text to classify")
+
+
+def _note_truncation(model: Any, texts: list[str], pairs: list[str] | None) -> None:
+    """Say on stderr which inputs are longer than the model takes (they are truncated, not refused)."""
+    items = list(texts) if pairs is None else list(zip(texts, pairs, strict=True))
+    for i, enc in enumerate(model.tokenizer.encode_batch(items), 1):
+        if enc.overflowing:
+            print(f"pruneofa: note: text {i} is longer than {model.max_length} tokens and was truncated to "
+                  f"{model.max_length} (see --max-length)", file=sys.stderr)
 
 
 def _answer(model, question: str, context: str | None, pred, i: int) -> dict:

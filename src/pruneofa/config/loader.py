@@ -36,7 +36,11 @@ def read_recipe_source(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise RecipeError(f"recipe file '{path}' does not exist")
-        text, origin = path.read_text(encoding="utf-8"), str(path)
+        try:
+            text, origin = path.read_text(encoding="utf-8"), str(path)
+        except UnicodeDecodeError as exc:
+            raise RecipeError(f"recipe file '{path}' is not valid UTF-8 ({exc.reason} at byte {exc.start}); "
+                              "save it as UTF-8") from None
     else:
         builtin = resources.files("pruneofa.recipes") / f"{name_or_path}.yaml"
         if not builtin.is_file():

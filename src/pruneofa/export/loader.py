@@ -30,10 +30,15 @@ from pruneofa.quant.modules import MaskedQATLinear, QATEmbedding, dequantize
 
 def read_artifact(folder: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(manifest, tensors) after full validation; no model is built (used by `size` and tools)."""
+    from pruneofa.runtime.artifact import MALFORMED, malformed
+
     folder = Path(folder)
-    manifest = fmt.read_manifest(folder)
-    fmt.verify_files(folder, manifest)
-    return manifest, fmt.read_tensors(folder, manifest)
+    try:
+        manifest = fmt.read_manifest(folder)
+        fmt.verify_files(folder, manifest)
+        return manifest, fmt.read_tensors(folder, manifest)
+    except MALFORMED as exc:
+        raise malformed(folder, exc) from None
 
 
 def _build(folder: Path, manifest: dict[str, Any]) -> nn.Module:
@@ -54,10 +59,18 @@ def _build(folder: Path, manifest: dict[str, Any]) -> nn.Module:
         return cls(config).eval()
 
 
-@torch.no_grad()
 def load(folder: str | Path) -> nn.Module:
     """Load an exported artifact as a PyTorch model (dequantized, on CPU, in eval mode)."""
-    folder = Path(folder)
+    from pruneofa.runtime.artifact import MALFORMED, malformed
+
+    try:
+        return _load(Path(folder))
+    except MALFORMED as exc:
+        raise malformed(folder, exc) from None
+
+
+@torch.no_grad()
+def _load(folder: Path) -> nn.Module:
     manifest, tensors = read_artifact(folder)
     where = str(folder / fmt.TENSORS)
     model = _build(folder, manifest)

@@ -164,9 +164,24 @@ def unpack_index(index: np.ndarray, info: dict[str, Any], shape: tuple[int, int]
     return np.repeat(flags.reshape(n, k // 4), 4, axis=1)
 
 
+#: what a manifest with a value of the wrong type or shape makes the reader raise, past its own checks
+MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError)
+
+
 def read_artifact(folder: str | Path) -> Artifact:
     """Validate and read `folder` (see the module docstring for what is checked)."""
-    folder = Path(folder)
+    try:
+        return _read_artifact(Path(folder))
+    except MALFORMED as exc:
+        raise malformed(folder, exc) from None
+
+
+def malformed(folder: str | Path, exc: Exception) -> CheckpointError:
+    return CheckpointError(f"'{Path(folder) / MANIFEST}' is malformed ({type(exc).__name__}: {exc}); export the "
+                           "model again")
+
+
+def _read_artifact(folder: Path) -> Artifact:
     manifest = read_manifest(folder)
     files = manifest.get("files", {})
     for name in files:

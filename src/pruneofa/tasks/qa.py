@@ -58,12 +58,15 @@ def validate_squad(data: Any, where: str = "SQuAD JSON") -> None:
                 if not isinstance(answers, list) or not answers:
                     raise TaskError(f"{where}: question {qid!r} has no answers (v1.1 needs at least one)")
                 for ans in answers:
-                    text, start = ans.get("text"), ans.get("answer_start")
-                    if not isinstance(text, str) or not isinstance(start, int):
+                    text, start = (ans.get("text"), ans.get("answer_start")) if isinstance(ans, dict) else (None, None)
+                    if not isinstance(text, str) or not isinstance(start, int) or isinstance(start, bool):
                         raise TaskError(f"{where}: question {qid!r}: answers need 'text' and an int 'answer_start'")
-                    if ctx[start : start + len(text)] != text:
-                        raise TaskError(f"{where}: question {qid!r}: context[{start}:] does not start with "
-                                        f"the answer {text!r}")
+                    if start < 0 or ctx[start : start + len(text)] != text:
+                        found = ctx.find(text) if text else -1
+                        fix = (f"the text occurs at {found}: set answer_start to {found}" if found >= 0
+                               else "the text does not occur in the context: fix the answer text")
+                        raise TaskError(f"{where}: question {qid!r}: answer {text!r} is not at answer_start {start} "
+                                        f"of its context ({fix})")
 
 
 def squad_examples(data: dict[str, Any], where: str = "SQuAD JSON") -> list[QAExample]:

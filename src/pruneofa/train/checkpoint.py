@@ -1,14 +1,21 @@
 """Training checkpoints without pickle: safetensors for tensors, JSON for everything else.
 
 A checkpoint folder holds the model (masks included: they are buffers), the optimizer state, the RNG
-states, the sparsity metadata and `state.json` (step, data position, phase, recipe hash). It is written
-into a temporary folder and renamed into place, so a run killed mid-write keeps its previous checkpoint.
+states, the sparsity metadata and `state.json` (step, data position, phase, sha256 of every file; its own
+sha256 in `state.sha256`). Each is written into a temporary folder, fsynced and renamed into place as
+`step-N`, so a run killed mid-write keeps its previous checkpoints; the last two are kept, and a corrupt
+newest one falls back to the one before.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import logging
+import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +28,11 @@ from torch import nn
 from pruneofa.errors import CheckpointError
 from pruneofa.fsutil import atomic_dir
 
+log = logging.getLogger(__name__)
+
 CHECKPOINT_FORMAT = 1
+KEEP = 2  # checkpoints kept per phase: the newest, and the one before it in case the newest is damaged
+_PREFIX = "step-"
 _FILES = ("model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json")
 
 
@@ -77,35 +88,131 @@ def save_checkpoint(
     state: dict[str, Any],
     extra_files: dict[str, str] | None = None,
 ) -> Path:
-    """Write a checkpoint atomically. `state` must be JSON-serialisable (step, data position, ...)."""
+    """Write a checkpoint atomically as `folder/step-N` and keep the newest KEEP of them.
+
+    `state` must be JSON-serialisable (step, data position, ...). Every file is fsynced before the folder
+    is renamed into place; `state.json` records each tensor file's sha256 and `state.sha256` its own.
+    """
     folder = Path(folder)
     opt_tensors, opt_meta = _optimizer_to_flat(optimizer)
     rng_tensors, rng_meta = _rng_state()
-    with atomic_dir(folder) as tmp:
+    target = folder / f"{_PREFIX}{int(state.get('step', 0)):08d}"
+    with atomic_dir(target) as tmp:
         save_model(model, str(tmp / "model.safetensors"))
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         save_file(rng_tensors, str(tmp / "rng.safetensors"))
-        payload = {"format": CHECKPOINT_FORMAT, "state": state, "optimizer": opt_meta, "rng": rng_meta}
-        (tmp / "state.json").write_text(json.dumps(payload))
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
-    return folder
+        sums = {p.name: _fsynced_sha256(p) for p in sorted(tmp.iterdir())}
+        payload = {"format": CHECKPOINT_FORMAT, "state": state, "optimizer": opt_meta, "rng": rng_meta,
+                   "sha256": sums}
+        body = json.dumps(payload).encode()
+        _write_synced(tmp / "state.json", body)
+        _write_synced(tmp / "state.sha256", hashlib.sha256(body).hexdigest().encode())
+    _fsync_dir(folder)
+    for old in _candidates(folder)[KEEP:]:
+        shutil.rmtree(old, ignore_errors=True)
+    for left in folder.glob(f".{_PREFIX}*.tmp"):  # a write a killed run never finished
+        shutil.rmtree(left, ignore_errors=True)
+    return target
+
+
+def _fsynced_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb+") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+        os.fsync(handle.fileno())
+    return digest.hexdigest()
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not every file system lets a folder be fsynced
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _candidates(folder: Path) -> list[Path]:
+    """Checkpoint folders under `folder`, newest first (an old single-checkpoint layout counts too)."""
+    if not folder.is_dir():
+        return []
+    steps = sorted((p for p in folder.iterdir() if p.is_dir() and p.name.startswith(_PREFIX)
+                    and p.name[len(_PREFIX):].isdigit()), key=lambda p: int(p.name[len(_PREFIX):]), reverse=True)
+    return steps + ([folder] if (folder / "state.json").is_file() else [])
 
 
 def has_checkpoint(folder: str | Path) -> bool:
-    return (Path(folder) / "state.json").is_file()
+    return bool(_candidates(Path(folder)))
 
 
-def load_checkpoint(folder: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore model, optimizer and RNG states in place; return the saved `state` dict."""
+def verify_checkpoint(folder: str | Path) -> dict[str, Any]:
+    """The parsed state.json of a checkpoint whose files are all present and match their sha256."""
     folder = Path(folder)
     missing = [name for name in _FILES if not (folder / name).is_file()]
     if missing:
         raise CheckpointError(f"checkpoint '{folder}' is incomplete: missing {', '.join(missing)}")
+    body = (folder / "state.json").read_bytes()
+    own = folder / "state.sha256"
+    if own.is_file() and own.read_text(encoding="ascii", errors="replace").strip() != hashlib.sha256(body).hexdigest():
+        raise CheckpointError(f"checkpoint '{folder}' is corrupt: state.json does not match state.sha256")
     try:
-        payload = json.loads((folder / "state.json").read_text())
-        if payload.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"checkpoint '{folder}' has unsupported format {payload.get('format')!r}")
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"checkpoint '{folder}' is corrupt: state.json is not JSON ({exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"checkpoint '{folder}' has an unsupported format")
+    for name, expected in (payload.get("sha256") or {}).items():
+        path = folder / name
+        if not path.is_file() or _sha256(path) != expected:
+            raise CheckpointError(f"checkpoint '{folder}' is corrupt: {name} does not match its sha256")
+    return payload
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_checkpoint(folder: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Restore model, optimizer and RNG states in place from the newest valid checkpoint; return its `state`.
+
+    A corrupt or incomplete newest checkpoint (e.g. a disk error) is skipped with a warning for the one
+    before it; nothing is loaded from a checkpoint that fails its checks.
+    """
+    folder = Path(folder)
+    candidates = _candidates(folder)
+    if not candidates:
+        raise CheckpointError(f"no checkpoint in '{folder}'")
+    problems = []
+    for candidate in candidates:
+        try:
+            payload = verify_checkpoint(candidate)
+        except CheckpointError as exc:
+            problems.append(str(exc))
+            log.warning("%s; falling back to the checkpoint before it", exc)
+            continue
+        if problems:
+            log.warning("resuming from the older checkpoint '%s'", candidate)
+        return _restore(candidate, payload, model, optimizer)
+    raise CheckpointError(f"every checkpoint in '{folder}' is unusable: {'; '.join(problems)}")
+
+
+def _restore(folder: Path, payload: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+             ) -> dict[str, Any]:
+    try:
         missing_keys, unexpected = load_model(model, str(folder / "model.safetensors"), strict=False)
         if missing_keys or unexpected:
             raise CheckpointError(
@@ -115,6 +222,6 @@ def load_checkpoint(folder: str | Path, model: nn.Module, optimizer: torch.optim
         flat = load_file(str(folder / "optimizer.safetensors"))
         optimizer.load_state_dict(_optimizer_from_flat(flat, payload["optimizer"]))
         _restore_rng(load_file(str(folder / "rng.safetensors")), payload["rng"])
-    except (OSError, ValueError, KeyError, SafetensorError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
         raise CheckpointError(f"checkpoint '{folder}' is corrupt: {exc}") from None
     return payload["state"]

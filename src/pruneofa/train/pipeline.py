@@ -21,6 +21,7 @@ from pruneofa.config.loader import dump_recipe
 from pruneofa.config.schema import Recipe
 from pruneofa.errors import PruneofaError
 from pruneofa.fsutil import atomic_write_text
+from pruneofa.modeling import check_vocabulary
 from pruneofa.train import runfolder
 from pruneofa.train.distributed import current
 
@@ -94,6 +95,8 @@ def run_stage(recipe: Recipe, kind: str, model_in: str, stage_dir: Path, resume:
 
     if kind not in STAGE_RUNNERS:
         raise PruneofaError(f"stage '{kind}' has no runner (known: {', '.join(STAGE_RUNNERS)})")
+    if kind != "prune":  # training stages feed the tokenizer's ids to the model
+        check_vocabulary(model_in)
     seed_everything(recipe.seed)
     log.info("stage %s: %s -> %s", kind, model_in, stage_dir)
     dist, stage_dir = current(), Path(stage_dir)
