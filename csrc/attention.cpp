@@ -27,7 +27,8 @@ static AttnHeadFn head_for(const IsaOps* ops) {
   return attn_head_portable();
 }
 
-void attention(const IsaOps* ops, const float* qkv, int H, int heads, int B, int T, const float* bias, float* ctx) {
+void attention(const IsaOps* ops, const float* qkv, int H, int heads, int B, int T, const float* pos, const float* bias,
+               float* ctx) {
   if (B == 0 || T == 0 || heads == 0) return;
   const AttnHeadFn head = head_for(ops);
   const int d = H / heads, pairs = B * heads;
@@ -42,7 +43,8 @@ void attention(const IsaOps* ops, const float* qkv, int H, int heads, int B, int
       const int b = p / heads, h = p % heads;
       const int64_t col = (int64_t)b * T, row = (int64_t)h * d;
       head(qkv + row * ld + col, qkv + (H + row) * ld + col, qkv + (2 * H + row) * ld + col, ld, d, T,
-           bias ? bias + col : nullptr, ctx + row * ld + col, scratch.data());
+           pos ? pos + (int64_t)h * T * T : nullptr, bias ? bias + col : nullptr, ctx + row * ld + col,
+           scratch.data());
     }
   });
 }

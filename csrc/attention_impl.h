@@ -3,7 +3,8 @@
 // 1/sqrt(d) already folded into Q's weights. Scores never leave this thread's L1/L2:
 //
 //   S^T[j][i] = sum_c K[c, j] Q[c, i]        keys x queries, so the softmax over keys j runs
-//   P^T = exp(S^T + bias[j] - max_j)          elementwise over query lanes i (no horizontal reductions)
+//   P^T = exp(S^T + pos[j][i] + bias[j] - max_j)   elementwise over query lanes i (no horizontal
+//                                                 reductions); pos: MPNet's relative position bias
 //   C[c, i] = (sum_j V[c, j] P^T[j][i]) / sum_j P^T[j][i]
 //
 // Both matmuls are one register-blocked kernel: R rows times NV 16-float vectors of accumulators,
@@ -77,12 +78,13 @@ inline void attn_matmul(const float* A, int64_t sr, int64_t sk, int M, int K, co
 }
 
 // One (sequence, head). q, k, v: [d, ld] feature rows of this head, pointing at the sequence's first
-// column; bias: T additive key biases or null; ctx: [d, ld] output rows, same column offset.
+// column; pos: this head's [T keys][T queries] additive bias or null; bias: T additive key biases or
+// null; ctx: [d, ld] output rows, same column offset.
 // scratch: attn_scratch(d, T) floats (attention.cpp), no alignment needed.
 inline int64_t attn_tpad(int T) { return (T + 15) / 16 * 16; }
 
 inline void attention_head_impl(const float* q, const float* k, const float* v, int64_t ld, int d, int T,
-                                const float* bias, float* ctx, float* scratch) {
+                                const float* pos, const float* bias, float* ctx, float* scratch) {
   const int64_t tp = attn_tpad(T);
   float* qp = scratch;            // [d][tp] Q with zero padding to whole 16-query vectors
   float* st = qp + d * tp;        // [T][tp] scores, keys x queries, then exp'd
@@ -99,6 +101,8 @@ inline void attention_head_impl(const float* q, const float* k, const float* v, 
   for (int j = 0; j < T; ++j) {
     float* row = st + j * tp;
     const float bj = bias ? bias[j] : 0.0f;
+    if (pos)  // added before the mask, as PyTorch's MPNet does
+      for (int i = 0; i < T; ++i) row[i] += pos[(int64_t)j * T + i];
     if (bias)
       for (int64_t i = 0; i < tp; ++i) row[i] += bj;
     for (int64_t i = 0; i < tp; ++i) mx[i] = row[i] > mx[i] ? row[i] : mx[i];

@@ -8,9 +8,9 @@ namespace {
 constexpr int kAttnR = 2, kAttnNV = 1;
 #include "attention_impl.h"
 
-void head(const float* q, const float* k, const float* v, int64_t ld, int d, int T, const float* bias, float* ctx,
-          float* scratch) {
-  attention_head_impl(q, k, v, ld, d, T, bias, ctx, scratch);
+void head(const float* q, const float* k, const float* v, int64_t ld, int d, int T, const float* pos, const float* bias,
+          float* ctx, float* scratch) {
+  attention_head_impl(q, k, v, ld, d, T, pos, bias, ctx, scratch);
 }
 
 }  // namespace

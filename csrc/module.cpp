@@ -228,8 +228,10 @@ NB_MODULE(_kernels, m) {
 
   // ---------------------------------------------------------------- attention
   // Fused attention over every (sequence, head) on the pool: ctx [H, B*T] from the fused QKV output
-  // qkv [3H, B*T] (1/sqrt(d) already in Q), with an optional additive key bias [B*T] (padding mask).
-  m.def("attention_", [](In2<float> qkv, Buf2 ctx, int heads, int batch, std::optional<In1<float>> bias, int isa) {
+  // qkv [3H, B*T] (1/sqrt(d) already in Q), with an optional additive key bias [B*T] (padding mask)
+  // and an optional relative position bias [heads, T keys, T queries] (flattened) shared by the batch.
+  m.def("attention_", [](In2<float> qkv, Buf2 ctx, int heads, int batch, std::optional<In1<float>> bias,
+                         std::optional<In1<float>> pos, int isa) {
     const IsaOps* ops = select_isa(isa);
     const int64_t H = (int64_t)ctx.shape(0), BT = (int64_t)ctx.shape(1);
     if (heads < 1 || batch < 1 || H % heads != 0 || BT % batch != 0)
@@ -239,7 +241,12 @@ NB_MODULE(_kernels, m) {
       throw std::invalid_argument("attention_: qkv must have shape (3H, B*T) = (" + std::to_string(3 * H) + ", " +
                                   std::to_string(BT) + ")");
     if (bias && (int64_t)bias->shape(0) != BT) throw std::invalid_argument("attention_: bias must have B*T entries");
+    const int64_t T = BT / batch;
+    if (pos && (int64_t)pos->shape(0) != heads * T * T)
+      throw std::invalid_argument("attention_: pos must have heads*T*T entries (a [heads, T, T] bias, keys first)");
     nb::gil_scoped_release r;
-    attention(ops, qkv.data(), (int)H, heads, batch, (int)(BT / batch), bias ? bias->data() : nullptr, ctx.data());
-  }, nb::arg("qkv"), nb::arg("ctx"), nb::arg("heads"), nb::arg("batch"), nb::arg("bias").none(), nb::arg("isa"));
+    attention(ops, qkv.data(), (int)H, heads, batch, (int)T, pos ? pos->data() : nullptr, bias ? bias->data() : nullptr,
+              ctx.data());
+  }, nb::arg("qkv"), nb::arg("ctx"), nb::arg("heads"), nb::arg("batch"), nb::arg("bias").none(), nb::arg("pos").none(),
+     nb::arg("isa"));
 }

@@ -15,8 +15,10 @@ SHAPES = [(768, 12, 1, 128), (384, 12, 2, 128), (64, 4, 2, 1), (48, 3, 3, 17), (
           (12, 12, 2, 19)]
 
 
-def reference(qkv: np.ndarray, heads: int, batch: int, bias: np.ndarray | None) -> np.ndarray:
-    """float64 softmax(Q^T K + bias) V^T per (sequence, head), one head at a time."""
+def reference(qkv: np.ndarray, heads: int, batch: int, bias: np.ndarray | None,
+              pos: np.ndarray | None = None) -> np.ndarray:
+    """float64 softmax(Q^T K + pos + bias) V^T per (sequence, head), one head at a time; pos is
+    [heads, queries, keys] as PyTorch's MPNet adds it."""
     h3, bt = qkv.shape
     h, t = h3 // 3, bt // batch
     d = h // heads
@@ -27,7 +29,7 @@ def reference(qkv: np.ndarray, heads: int, batch: int, bias: np.ndarray | None) 
         for hd in range(heads):
             rows = slice(hd * d, (hd + 1) * d)
             q, k, v = x[rows, cols], x[h:][rows, cols], x[2 * h:][rows, cols]
-            s = q.T @ k + (0.0 if bias is None else bias[cols].astype(np.float64))
+            s = q.T @ k + (0.0 if pos is None else pos[hd]) + (0.0 if bias is None else bias[cols].astype(np.float64))
             p = np.exp(s - s.max(1, keepdims=True))
             p /= p.sum(1, keepdims=True)
             out[rows, cols] = v @ p.T
@@ -45,9 +47,11 @@ def _inputs(shape: tuple[int, int, int, int], seed: int = 0) -> tuple[np.ndarray
     return qkv, bias
 
 
-def _run(qkv: np.ndarray, heads: int, batch: int, bias: np.ndarray | None, isa: str | None) -> np.ndarray:
+def _run(qkv: np.ndarray, heads: int, batch: int, bias: np.ndarray | None, isa: str | None,
+         pos: np.ndarray | None = None) -> np.ndarray:
     ctx = np.full((qkv.shape[0] // 3, qkv.shape[1]), np.nan, np.float32)
-    ops.attention_(qkv, ctx, heads, batch, bias, force_isa=isa)
+    keys_first = None if pos is None else np.ascontiguousarray(pos.transpose(0, 2, 1))
+    ops.attention_(qkv, ctx, heads, batch, bias, keys_first, force_isa=isa)
     return ctx
 
 
@@ -61,6 +65,19 @@ def test_fused_attention_matches_reference(isa, shape):
         want = reference(qkv, heads, b, bb)
         assert np.isfinite(got).all()  # every head and every column written
         np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("shape", [(48, 3, 3, 17), (64, 2, 2, 40)])
+def test_relative_position_bias(isa, shape):
+    # an asymmetric [heads, queries, keys] bias (MPNet's relative position bias), with and without padding
+    _, heads, b, t = shape
+    qkv, bias = _inputs(shape, seed=11)
+    pos = np.random.default_rng(1).standard_normal((heads, t, t)).astype(np.float32) * 2
+    for bb in (bias, None):
+        want = reference(qkv, heads, b, bb, pos)
+        np.testing.assert_allclose(_run(qkv, heads, b, bb, isa, pos), want, atol=2e-5 * np.abs(want).max())
+    assert not np.allclose(want, reference(qkv, heads, b, None))
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -123,3 +140,5 @@ def test_bad_shapes_are_refused():
         ops.attention_(qkv[:-1], ctx, 4, 2)
     with pytest.raises(ValueError, match="bias must have"):
         ops.attention_(qkv, ctx, 4, 2, np.zeros(33, np.float32))
+    with pytest.raises(ValueError, match="pos must have"):
+        ops.attention_(qkv, ctx, 4, 2, None, np.zeros((4, 17, 16), np.float32))

@@ -12,9 +12,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="JSON file to write (default results/bench_model.json); a plot is written beside it")
     p.add_argument("--force", action="store_true",
                    help="replace an --out file (and its .png) that is not a previous bench result")
-    p.add_argument("--models", nargs="+", default=["bert-base", "minilm"], choices=["bert-base", "minilm"],
-                   help="model shapes, random weights: bert-base (BertConfig defaults) and minilm (hidden 384, "
-                   "6 layers, 12 heads, intermediate 1536); both with a 2-label classification head")
+    p.add_argument("--models", nargs="+", default=["bert-base", "minilm"],
+                   choices=["bert-base", "minilm", "roberta-base", "mpnet-base"],
+                   help="model shapes, random weights: bert-base (BertConfig defaults), minilm (hidden 384, "
+                   "6 layers, 12 heads, intermediate 1536), roberta-base and mpnet-base (their configs' defaults: "
+                   "BERT-base sizes; MPNet adds a relative position bias); all with a 2-label classification head")
     p.add_argument("--batch", nargs="+", type=int, default=[1, 8], help="batch sizes (default 1 8)")
     p.add_argument("--seq", nargs="+", type=int, default=[128],
                    help="sequence lengths (default 128; add 384 for the long-sequence figures, ~3x the time)")
@@ -37,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "bench",
         help="time the sparse int8 runtime against dense fp32/int8 PyTorch and dense int8 ONNX Runtime",
         description=(
-            "Build BERT-base and MiniLM-shaped classifiers with random weights, prune copies to 90% (1x4 blocks "
+            "Build BERT-base and MiniLM-shaped classifiers (or RoBERTa- and MPNet-base-shaped ones, --models) with "
+            "random weights, prune copies to 90% (1x4 blocks "
             "and unstructured), export them (post-training int8) and time, interleaved in rounds on the same "
             "token ids: dense fp32 PyTorch, dense int8 PyTorch dynamic quantization, dense int8 ONNX Runtime "
             "(dynamic quantization) and pruneofa's runtime on both patterns, at each thread count, batch and "

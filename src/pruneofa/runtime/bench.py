@@ -37,7 +37,14 @@ ENGINES = ("torch_fp32", "torch_int8", "ort_int8", "sparse_block", "sparse_unstr
 SHAPES = {
     "bert-base": {},  # BertConfig() defaults: hidden 768, 12 layers, 12 heads, intermediate 3072
     "minilm": {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12, "intermediate_size": 1536},
+    # RobertaConfig() / MPNetConfig() defaults: BERT-base's sizes, with padding-offset positions and (MPNet)
+    # the relative position bias in every layer's attention
+    "roberta-base": {},
+    "mpnet-base": {},
 }
+# shape -> (transformers class prefix, whether the model takes token_type_ids)
+FAMILY = {"bert-base": ("Bert", True), "minilm": ("Bert", True), "roberta-base": ("Roberta", True),
+          "mpnet-base": ("MPNet", False)}
 NO_SPEEDUP = 1.05
 # Pause before each sample: OpenMP (torch) and ONNX Runtime worker threads spin-wait for a while after a
 # run; on a 2-core machine they would steal the next engine's cores and make multi-thread figures noise.
@@ -64,15 +71,17 @@ def machine_info() -> dict[str, Any]:
 def build_models(shape: str, tmp: Path, seed: int) -> dict[str, Any]:
     """Dense model + the two 90% sparse artifacts (exported post-training int8)."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification
+    import transformers
 
     from pruneofa.config.schema import SparsityConfig
     from pruneofa.export import export_model
     from pruneofa.pruning.sparsifier import Sparsifier
 
     torch.manual_seed(seed)
-    dense = BertForSequenceClassification(BertConfig(num_labels=2, **SHAPES[shape])).eval()
-    out = {"dense": dense, "config": dense.config}
+    prefix, types = FAMILY[shape]
+    config = getattr(transformers, f"{prefix}Config")(num_labels=2, **SHAPES[shape])
+    dense = getattr(transformers, f"{prefix}ForSequenceClassification")(config).eval()
+    out = {"dense": dense, "config": dense.config, "types": types}
     for pattern in ("block1x4", "unstructured"):
         model = copy.deepcopy(dense)
         sparsifier = Sparsifier(model, SparsityConfig(pattern=pattern))
@@ -81,7 +90,7 @@ def build_models(shape: str, tmp: Path, seed: int) -> dict[str, Any]:
     return out
 
 
-def ort_session(dense: Any, batch: int, seq: int, threads: int, tmp: Path) -> Any:
+def ort_session(dense: Any, batch: int, seq: int, threads: int, tmp: Path, types: bool = True) -> Any:
     """The dense model as static-shape ONNX, dynamically quantized by onnxruntime (QInt8 weights)."""
     import onnxruntime as ort
     import torch
@@ -95,15 +104,16 @@ def ort_session(dense: Any, batch: int, seq: int, threads: int, tmp: Path) -> An
                 super().__init__()
                 self.m = m
 
-            def forward(self, ids: Any, mask: Any, types: Any) -> Any:
-                return self.m(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+            def forward(self, ids: Any, mask: Any, *token_types: Any) -> Any:
+                extra = {"token_type_ids": token_types[0]} if token_types else {}
+                return self.m(input_ids=ids, attention_mask=mask, **extra).logits
 
         ids = torch.zeros((batch, seq), dtype=torch.int64)
+        names = ["input_ids", "attention_mask", "token_type_ids"][:3 if types else 2]
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer notes on HF's mask code; the static shape is intended
-            torch.onnx.export(Logits(dense), (ids, torch.ones_like(ids), ids), str(src), dynamo=False,
-                              opset_version=17, input_names=["input_ids", "attention_mask", "token_type_ids"],
-                              output_names=["logits"], do_constant_folding=True)
+            torch.onnx.export(Logits(dense), (ids, torch.ones_like(ids), ids)[:len(names)], str(src), dynamo=False,
+                              opset_version=17, input_names=names, output_names=["logits"], do_constant_folding=True)
         root = logging.getLogger()
         level = root.level
         root.setLevel(logging.ERROR)  # onnxruntime's quantizer logs a line per tensor, and advice, on the root logger
@@ -144,13 +154,17 @@ def bench_config(models: dict[str, Any], runtimes: dict[str, Any], batch: int, s
         warnings.simplefilter("ignore", UserWarning)  # the deprecation notice of torch's quantized tensors
         qdense = models.setdefault("torch_int8", torch.ao.quantization.quantize_dynamic(
             copy.deepcopy(dense), {torch.nn.Linear}, dtype=torch.qint8))
-    sess = ort_session(dense, batch, seq, threads, tmp)
+    takes_types = models.get("types", True)
+    sess = ort_session(dense, batch, seq, threads, tmp, takes_types)
     feeds = {"input_ids": ids_np, "attention_mask": mask_np, "token_type_ids": types_np}
+    if not takes_types:
+        del feeds["token_type_ids"]
     block, unstr = runtimes["block1x4"], runtimes["unstructured"]
 
     def torch_run(m: Any) -> Any:
         with torch.inference_mode():
-            return m(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+            extra = {"token_type_ids": types} if takes_types else {}
+            return m(input_ids=ids, attention_mask=mask, **extra).logits
 
     fns = {
         "torch_fp32": lambda: torch_run(dense),

@@ -6,65 +6,25 @@ only the embedding gather is token-major, transposed once. Attention is per (seq
 the extension (QK^T, mask, softmax and PV with the scores in cache, csrc/attention_impl.h), with a NumPy
 fallback on strided views of the fused QKV output. Buffers are allocated once per (batch, length).
 
-Families: BERT (``bert``; also MiniLM, which is a BERT) and DistilBERT (``distilbert``). A family is a
-table of module names, so the only code per family is in `Names`.
+Families (runtime/families.py): BERT (also MiniLM), DistilBERT, RoBERTa, XLM-RoBERTa, ELECTRA and MPNet.
+A family is a table of module names plus what differs: padding-offset positions, ELECTRA's embedding
+projection, MPNet's relative position bias.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
 from pruneofa.errors import CheckpointError
 from pruneofa.runtime import ops
 from pruneofa.runtime.artifact import Artifact
+from pruneofa.runtime.families import FAMILIES, position_ids, relative_buckets
 from pruneofa.runtime.layers import DenseLinear, SparseLinear, Splitter, Timer
 
 _NEG = np.float32(-1e30)  # additive mask for padded keys: exp() underflows to exactly 0
-
-
-@dataclass(frozen=True)
-class Names:
-    """Module names of one family, with `{p}` the encoder prefix and `{i}` the layer index."""
-
-    word: str
-    position: str
-    token_type: str | None
-    emb_ln: str
-    q: str
-    k: str
-    v: str
-    attn_out: str
-    attn_ln: str
-    ffn_in: str
-    ffn_out: str
-    ffn_ln: str
-    layers: str  # config key of the layer count
-    heads: str
-    hidden: str
-    act: str
-    eps: str | None
-
-
-FAMILIES = {
-    "bert": Names("{p}embeddings.word_embeddings", "{p}embeddings.position_embeddings",
-                  "{p}embeddings.token_type_embeddings", "{p}embeddings.LayerNorm",
-                  "{p}encoder.layer.{i}.attention.self.query", "{p}encoder.layer.{i}.attention.self.key",
-                  "{p}encoder.layer.{i}.attention.self.value", "{p}encoder.layer.{i}.attention.output.dense",
-                  "{p}encoder.layer.{i}.attention.output.LayerNorm", "{p}encoder.layer.{i}.intermediate.dense",
-                  "{p}encoder.layer.{i}.output.dense", "{p}encoder.layer.{i}.output.LayerNorm",
-                  "num_hidden_layers", "num_attention_heads", "hidden_size", "hidden_act", "layer_norm_eps"),
-    "distilbert": Names("{p}embeddings.word_embeddings", "{p}embeddings.position_embeddings", None,
-                        "{p}embeddings.LayerNorm", "{p}transformer.layer.{i}.attention.q_lin",
-                        "{p}transformer.layer.{i}.attention.k_lin", "{p}transformer.layer.{i}.attention.v_lin",
-                        "{p}transformer.layer.{i}.attention.out_lin", "{p}transformer.layer.{i}.sa_layer_norm",
-                        "{p}transformer.layer.{i}.ffn.lin1", "{p}transformer.layer.{i}.ffn.lin2",
-                        "{p}transformer.layer.{i}.output_layer_norm", "n_layers", "n_heads", "dim", "activation",
-                        None),
-}
 
 
 class Embedding:
@@ -105,7 +65,18 @@ class Encoder:
         self.position = Embedding(art, fmt(n.position))
         self.token_type = Embedding(art, fmt(n.token_type)) if n.token_type else None
         self.emb_ln = self._ln(fmt(n.emb_ln))
-        self.max_positions = self.position.values.shape[0]
+        self.emb_size = int(cfg.get(n.emb_size) or self.hidden) if n.emb_size else self.hidden
+        self.emb_proj = self.linear([fmt(n.emb_proj)]) if self.emb_size != self.hidden else None
+        pad = n.pad_positions
+        self.pad = None if pad is None else (pad if isinstance(pad, int) else int(cfg.get(pad) or 0))
+        # with padding-offset positions, T real tokens use table rows pad + 1 .. pad + T
+        self.max_positions = self.position.values.shape[0] - (0 if self.pad is None else self.pad + 1)
+        self.rel_bias = None
+        if n.rel_bias:
+            table = Embedding(art, fmt(n.rel_bias))
+            self.rel_bias = table.values.astype(np.float32) * (1 if table.scales is None else table.scales)
+        self._pos_bias: dict[int, np.ndarray] = {}
+        self.pos_bias: np.ndarray | None = None
         self.layers = []
         scale = 1.0 / math.sqrt(self.head_dim)  # folded into the query rows of the fused QKV
         for i in range(int(cfg[n.layers])):
@@ -160,6 +131,7 @@ class Encoder:
             ws = {"h": np.empty((h, bt), np.float32), "qkv": np.empty((3 * h, bt), np.float32),
                   "ctx": np.empty((h, bt), np.float32), "tmp": np.empty((h, bt), np.float32),
                   "inter": np.empty((self.intermediate, bt), np.float32),
+                  "emb": np.empty((self.emb_size, bt), np.float32),
                   "mean": np.empty(bt, np.float32), "var": np.empty(bt, np.float32),
                   "bias": np.empty((b, 1, t), np.float32)}
             self._ws = {(b, t): ws}  # keep one shape: a server with varying lengths should bucket them
@@ -172,21 +144,33 @@ class Encoder:
             raise ValueError(f"sequence length {t} exceeds the model's {self.max_positions} positions")
         ws = self._workspace(b, t)
         t0 = time.perf_counter()
-        emb = np.zeros((b * t, self.hidden), np.float32)
+        emb = np.zeros((b * t, self.emb_size), np.float32)
         self.word.add_into(ids.reshape(-1), emb)
-        self.position.add_into(np.tile(np.arange(t), b), emb)
+        self.position.add_into(position_ids(ids, self.pad).reshape(-1), emb)
         if self.token_type is not None:
             self.token_type.add_into((np.zeros_like(ids) if type_ids is None else type_ids).reshape(-1), emb)
         h = ws["h"]
-        np.copyto(h, emb.T)
+        x = h if self.emb_proj is None else ws["emb"]
+        np.copyto(x, emb.T)
         self._masked = not bool(mask.all())  # no padding: skip the additive mask entirely
         if self._masked:
             np.multiply(np.logical_not(mask), _NEG, out=ws["bias"][:, 0, :], casting="unsafe")
+        self.pos_bias = None if self.rel_bias is None else self._position_bias(t)
         t0 = self.timer.lap("embeddings", t0)
-        self._ln_(h, self.emb_ln, ws)
+        self._ln_(x, self.emb_ln, ws)
+        if self.emb_proj is not None:
+            self.emb_proj(x, h)
         for layer in self.layers:
             self._layer(layer, ws, b, t)
         return h
+
+    def _position_bias(self, t: int) -> np.ndarray:
+        """MPNet's bias [heads, T keys, T queries] (the attention kernel's order), cached per length."""
+        pb = self._pos_bias.get(t)
+        if pb is None:
+            pb = np.ascontiguousarray(self.rel_bias[relative_buckets(t).T].transpose(2, 0, 1))
+            self._pos_bias = {t: pb}
+        return pb
 
     def _ln_(self, x: np.ndarray, gb: tuple[np.ndarray, np.ndarray], ws: dict[str, np.ndarray],
              residual: np.ndarray | None = None) -> None:
@@ -221,7 +205,7 @@ class Encoder:
             self._attention_numpy(ws, b, t)
             return
         t0 = time.perf_counter()
-        ops.attention_(ws["qkv"], ws["ctx"], self.heads, b, ws["bias"] if self._masked else None)
+        ops.attention_(ws["qkv"], ws["ctx"], self.heads, b, ws["bias"] if self._masked else None, self.pos_bias)
         self.timer.lap("attention", t0)
 
     def _attention_numpy(self, ws: dict[str, np.ndarray], b: int, t: int) -> None:
@@ -238,6 +222,7 @@ class Encoder:
         scores = ws["scores"].reshape(b * nh, t, t)
         rowmax = ws["rowmax"].reshape(b * nh, t, 1)
         bias = ws["bias"] if self._masked else None
+        pos = self.pos_bias
         soft = [0.0]  # softmax seconds, measured only in profile mode (single-threaded profiles add up)
         clock = time.perf_counter if self.timer.split_quantize else None
 
@@ -247,6 +232,8 @@ class Encoder:
             for j in range(lo, hi):
                 bi, hd = divmod(j, nh)
                 np.matmul(q4[hd, :, bi, :].T, k4[hd, :, bi, :], out=scores[j])
+                if pos is not None:
+                    scores[j] += pos[hd].T  # [keys, queries] -> [queries, keys]
             t1 = clock() if clock else 0.0
             j = lo
             while j < hi:

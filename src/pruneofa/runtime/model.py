@@ -7,8 +7,10 @@
     logits = model.run(input_ids, attention_mask)               # already tokenized, NumPy int arrays
 
 Needs numpy, tokenizers (only for text input) and the compiled kernels; never imports torch or the
-training code (tested in a subprocess). Heads: sequence classification (BERT pooler + classifier;
-DistilBERT pre_classifier + classifier), question answering (``qa_outputs``), and the bare encoder.
+training code (tested in a subprocess). Families: runtime/families.py. Heads: sequence classification
+(BERT pooler + classifier; DistilBERT pre_classifier + classifier; RoBERTa, XLM-R and MPNet
+classifier.dense + tanh + out_proj; ELECTRA the same with GELU), question answering (``qa_outputs``),
+and the bare encoder.
 Activation quantization is chosen per artifact; see `pruneofa.runtime.layers`.
 """
 
@@ -25,9 +27,10 @@ from typing import Any
 import numpy as np
 
 from pruneofa.errors import CheckpointError, PruneofaError
-from pruneofa.runtime import kernels
+from pruneofa.runtime import kernels, ops
 from pruneofa.runtime.artifact import read_artifact
-from pruneofa.runtime.encoder import FAMILIES, Encoder
+from pruneofa.runtime.encoder import Encoder
+from pruneofa.runtime.families import FAMILIES, unsupported_message
 from pruneofa.runtime.layers import MODES, Splitter, Timer
 
 _HEADS = ("ForSequenceClassification", "ForQuestionAnswering", "Model")
@@ -59,8 +62,7 @@ class SparseModel:
         self.folder, self.manifest, self.config, self.threads = Path(folder), man, art.config, threads
         family = man.get("model_type")
         if family not in FAMILIES:
-            raise CheckpointError(f"model type '{family}' is not supported by the runtime (supported: "
-                                  f"{', '.join(FAMILIES)}); use pruneofa.export.load for a PyTorch model")
+            raise CheckpointError(unsupported_message(family))
         arch = str(man.get("architecture"))
         self.head = next((h for h in _HEADS if arch.endswith(h)), None)
         if self.head is None:
@@ -102,12 +104,15 @@ class SparseModel:
     def _build_head(self, art: Any, family: str, prefix: str) -> None:
         enc, names = self.encoder, art.manifest
         has = lambda nm: nm in names["layers"] or f"{nm}.weight" in names["dense"]  # noqa: E731
-        self.pooler = self.pre_classifier = self.classifier = self.qa = None
+        self.pooler = self.pre_classifier = self.cls_dense = self.classifier = self.qa = None
+        self.cls_act = FAMILIES[family].cls_act
         if self.head == "ForSequenceClassification":
             if family == "bert":
                 self.pooler = enc.linear([f"{prefix}pooler.dense"])
             elif has("pre_classifier"):
                 self.pre_classifier = enc.linear(["pre_classifier"])
+            elif self.cls_act is not None:  # RoBERTa, XLM-R, MPNet (tanh), ELECTRA (gelu): dense, act, out_proj
+                self.cls_dense = enc.linear(["classifier.dense"])
             name = "classifier.out_proj" if has("classifier.out_proj") else "classifier"
             self.classifier = enc.linear([name])
         elif self.head == "ForQuestionAnswering":
@@ -189,6 +194,12 @@ class SparseModel:
             cls = np.tanh(self.pooler(cls, np.empty((self.pooler.out_features, b), np.float32)))
         elif self.pre_classifier is not None:
             cls = np.maximum(self.pre_classifier(cls, np.empty((self.pre_classifier.out_features, b), np.float32)), 0)
+        elif self.cls_dense is not None:
+            cls = self.cls_dense(cls, np.empty((self.cls_dense.out_features, b), np.float32))
+            if self.cls_act == "tanh":
+                np.tanh(cls, out=cls)
+            else:
+                ops.gelu_(cls)
         logits = self.classifier(cls, np.empty((self.classifier.out_features, b), np.float32))
         return Prediction(logits=logits.T.copy())
 

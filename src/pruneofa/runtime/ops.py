@@ -194,18 +194,22 @@ def softmax_(s: np.ndarray, rowmax: np.ndarray, bias: np.ndarray | None = None,
 
 
 def attention_(qkv: np.ndarray, ctx: np.ndarray, heads: int, batch: int, bias: np.ndarray | None = None,
-               force_isa: str | None = None) -> None:
+               pos: np.ndarray | None = None, force_isa: str | None = None) -> None:
     """``ctx [H, B*T] = softmax(Q^T K + bias) V^T`` per (sequence, head), fused in the extension.
 
     ``qkv`` is the fused QKV Linear's feature-major output ``[3H, B*T]`` (Q rows, K rows, V rows; the
     1/sqrt(d) already in Q's weights); ``bias`` is ``[B*T]`` additive per key (the padding mask's -1e30)
-    or None. QK^T, the bias, the softmax and PV run per (sequence, head) with the scores in cache, split
+    or None; ``pos`` is a C-contiguous ``[heads, T, T]`` bias indexed (head, key, query), shared by the
+    batch (MPNet's relative position bias, transposed), or None. QK^T, the biases, the softmax and PV
+    run per (sequence, head) with the scores in cache, split
     across the kernels' threads (csrc/attention_impl.h). Needs the compiled extension; without it the
     encoder runs its NumPy path.
     """
     if _fused is None:
         raise RuntimeError("fused attention needs the compiled extension (pruneofa.runtime._kernels)")
     _need_contiguous(ctx)
+    if pos is not None:
+        _need_contiguous(pos)
     _fused.attention_(qkv, ctx, int(heads), int(batch), None if bias is None else bias.reshape(-1),
-                      _isa(force_isa))
+                      None if pos is None else pos.reshape(-1), _isa(force_isa))
 
