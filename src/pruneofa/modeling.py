@@ -187,6 +187,7 @@ def save_model(
 def audit_folder(folder: str | Path) -> Any:
     """Audit a saved model folder straight from its safetensors files (no model is built)."""
     from pruneofa.masks.audit import AuditReport, audit_layer
+    from pruneofa.pruning.patterns import get_pattern
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -198,6 +199,7 @@ def audit_folder(folder: str | Path) -> Any:
     if not meta_file.is_file():
         raise CheckpointError(f"'{folder}' was not written by pruneofa: it has no {SPARSITY_FILE}")
     meta = json.loads(meta_file.read_text())
+    pattern = get_pattern(meta["pattern"])
     tensors: dict[str, torch.Tensor] = {}
     for file in files:
         try:
@@ -217,7 +219,7 @@ def audit_folder(folder: str | Path) -> Any:
                 name,
                 tensors[weight_key],
                 tensors[mask_key],
-                meta["pattern"],
+                pattern,
                 int(info["in_axis"]),
                 float(info["target"]),
                 int(info["zeros"]),
