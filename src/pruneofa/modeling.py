@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -122,18 +122,23 @@ def _safetensors_files(folder: Path) -> list[Path]:
     return [single] if single.is_file() else []
 
 
-def read_masks(folder: str | Path) -> dict[str, torch.Tensor]:
-    """Every `<module>.<param>_mask` tensor saved in a model folder (no model needed)."""
+def read_tensors(folder: str | Path, keep: Callable[[str], bool] = lambda key: True) -> dict[str, torch.Tensor]:
+    """The tensors of a model folder's safetensors files (one file or a sharded index) whose key `keep`s."""
     out: dict[str, torch.Tensor] = {}
     for file in _safetensors_files(Path(folder)):
         try:
             with safe_open(str(file), framework="pt") as handle:
                 for key in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
-                    if key.endswith(MASK_SUFFIX):
+                    if keep(key):
                         out[key] = handle.get_tensor(key)
         except (OSError, SafetensorError) as exc:
             raise CheckpointError(f"cannot read '{file}': {exc}") from None
     return out
+
+
+def read_masks(folder: str | Path) -> dict[str, torch.Tensor]:
+    """Every `<module>.<param>_mask` tensor saved in a model folder (no model needed)."""
+    return read_tensors(folder, lambda key: key.endswith(MASK_SUFFIX))
 
 
 def restore_masks(model: nn.Module, folder: str | Path) -> Sparsifier | None:
@@ -192,22 +197,14 @@ def audit_folder(folder: str | Path) -> Any:
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"model folder '{folder}' does not exist")
-    files = _safetensors_files(folder)
-    if not files:
+    if not _safetensors_files(folder):
         raise CheckpointError(f"'{folder}' holds no model.safetensors")
     meta_file = folder / SPARSITY_FILE
     if not meta_file.is_file():
         raise CheckpointError(f"'{folder}' was not written by pruneofa: it has no {SPARSITY_FILE}")
     meta = json.loads(meta_file.read_text())
     pattern = get_pattern(meta["pattern"])
-    tensors: dict[str, torch.Tensor] = {}
-    for file in files:
-        try:
-            with safe_open(str(file), framework="pt") as handle:
-                for key in handle.keys():  # noqa: SIM118
-                    tensors[key] = handle.get_tensor(key)
-        except (OSError, SafetensorError) as exc:
-            raise CheckpointError(f"cannot read '{file}': {exc}") from None
+    tensors = read_tensors(folder)
     report = AuditReport(where=str(folder))
     for name, info in meta["layers"].items():
         weight_key = f"{name}.{info['param']}"
