@@ -69,7 +69,7 @@ def ort_session(w, bias, threads, tmp):
 
 
 def time_sample(fn, sample_s):
-    from pruneofa.runtime.bench import time_per_call
+    from pruneofa.bench.model import time_per_call
 
     fn()  # warm-up: first-call allocations and packing stay out of the sample
     return time_per_call(fn, sample_s)

@@ -4,7 +4,7 @@
   python benchmarks/bench_model.py --seq 128 384 --out results/bench_384.json
   python benchmarks/bench_model.py --quick --out /tmp/smoke.json             # setup check
 
-See `pruneofa.runtime.bench` for what is timed and how; run it on a quiet machine.
+See `pruneofa.bench.model` for what is timed and how; run it on a quiet machine.
 """
 
 from __future__ import annotations

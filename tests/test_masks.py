@@ -212,3 +212,31 @@ def test_detach_removes_buffers_and_hooks():
     assert list(masked_modules(model)) == []
     model(torch.randn(2, 8)).sum().backward()
     assert torch.count_nonzero(model.first.weight.grad[~removed["first.weight_mask"]]) > 0
+
+
+def test_masks_is_a_leaf_that_pruning_builds_on():
+    """masks/ imports no other pruneofa package (pruning/ imports masks/, never the other way round)."""
+    import ast
+    from pathlib import Path
+
+    import pruneofa.masks
+
+    allowed = ("pruneofa.masks", "pruneofa.errors")
+    found = []
+    for file in Path(pruneofa.masks.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(file.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            found += [(file.name, n) for n in names if n.startswith("pruneofa") and not n.startswith(allowed)]
+    assert not found, found
+
+
+def test_audit_takes_the_pattern_it_checks():
+    from pruneofa.masks.audit import audit_layer
+
+    weight = torch.tensor([[1.0, 0.0, 0.0, 0.0, 2.0, 3.0, 4.0, 5.0]])
+    mask = weight != 0
+    args = ("w", weight, mask)
+    assert audit_layer(*args, get_pattern("unstructured"), 1, 0.375, 3).ok
+    broken = audit_layer(*args, get_pattern("block1x4"), 1, 0.375, 3)
+    assert not broken.pattern_ok and broken.pattern == "block1x4"

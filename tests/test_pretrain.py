@@ -55,7 +55,7 @@ def test_teacher_then_pretrain_end_to_end(tmp_path, tiny_setup):
     assert phases == {"head_warmup", "adapt", "eval"}
 
     # the schedule: at every mask update the achieved sparsity equals the cubic formula, exactly
-    sched = GMPSchedule(0.0, 0.9, 0, 8, 2)
+    sched = GMPSchedule(initial_sparsity=0.0, final_sparsity=0.9, begin_step=0, end_step=8, frequency=2)
     rows = [m for m in _metrics(final) if m["phase"] == "pretrain"]
     assert [r["step"] - 1 for r in rows if r["mask_update"]] == sched.update_steps()
     for row in rows:

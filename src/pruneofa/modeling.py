@@ -171,10 +171,10 @@ def keep_pretrained_pooler(model: nn.Module, config: Any, source: str) -> bool:
     return True
 
 
-def read_tensors(folder: Path, keep: Callable[[str], bool]) -> dict[str, torch.Tensor]:
-    """The tensors of a model folder's safetensors files whose keys `keep` accepts."""
+def read_tensors(folder: str | Path, keep: Callable[[str], bool] = lambda _key: True) -> dict[str, torch.Tensor]:
+    """The tensors of a model folder's safetensors files (one file or a sharded index) whose keys `keep` accepts."""
     out: dict[str, torch.Tensor] = {}
-    for file in _safetensors_files(folder):
+    for file in _safetensors_files(Path(folder)):
         try:
             with safe_open(str(file), framework="pt") as handle:
                 for key in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
@@ -330,12 +330,12 @@ def verify_checksums(folder: str | Path) -> None:
 def audit_folder(folder: str | Path) -> Any:
     """Audit a saved model folder straight from its safetensors files (no model is built)."""
     from pruneofa.masks.audit import AuditReport, audit_layer
+    from pruneofa.pruning.patterns import get_pattern
 
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"model folder '{folder}' does not exist")
-    files = _safetensors_files(folder)
-    if not files:
+    if not _safetensors_files(folder):
         raise CheckpointError(f"'{folder}' holds no model.safetensors")
     meta_file = folder / SPARSITY_FILE
     if not meta_file.is_file():
@@ -345,7 +345,8 @@ def audit_folder(folder: str | Path) -> Any:
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise CheckpointError(f"'{meta_file}' is corrupt: {exc}") from None
-    tensors = read_tensors(folder, lambda _key: True)
+    pattern = get_pattern(meta["pattern"])
+    tensors = read_tensors(folder)
     report = AuditReport(where=str(folder))
     for name, info in meta["layers"].items():
         weight_key = f"{name}.{info['param']}"
@@ -357,7 +358,7 @@ def audit_folder(folder: str | Path) -> Any:
                 name,
                 tensors[weight_key],
                 tensors[mask_key],
-                meta["pattern"],
+                pattern,
                 int(info["in_axis"]),
                 float(info["target"]),
                 int(info["zeros"]),

@@ -152,3 +152,55 @@ def test_fetch_npm_packs_and_caches(monkeypatch):
     assert "--ignore-scripts" in fake.calls[0]
     registry.fetch_npm("@scope/pkg", "1.0", members=["package/data/*"])
     assert len(fake.calls) == 1
+
+
+def test_indexes_follow_pip_environment_then_config(monkeypatch):
+    monkeypatch.delenv("PIP_INDEX_URL", raising=False)
+    monkeypatch.delenv("PIP_EXTRA_INDEX_URL", raising=False)
+    config = {"global.index-url": "https://mirror.example/simple/",
+              "global.extra-index-url": "https://extra.example/simple file:///srv/local/simple",
+              "download.index-url": "https://download-section.example/simple"}
+    assert registry.index_urls(config) == ["https://download-section.example/simple", "https://extra.example/simple",
+                                           "file:///srv/local/simple"]
+    monkeypatch.setenv("PIP_INDEX_URL", "https://proxy.example/pypi/simple/")
+    monkeypatch.setenv("PIP_EXTRA_INDEX_URL", "https://env-extra.example/simple")
+    assert registry.index_urls(config) == ["https://proxy.example/pypi/simple", "https://env-extra.example/simple"]
+    from pip._internal.models.index import PyPI
+
+    monkeypatch.delenv("PIP_INDEX_URL")
+    monkeypatch.delenv("PIP_EXTRA_INDEX_URL")
+    assert registry.index_urls({}) == [PyPI.simple_url.rstrip("/")]  # nothing configured: pip's own default
+
+
+def test_pip_config_list_is_parsed(monkeypatch):
+    out = "global.index-url='https://m.example/simple'\n:env:.extra-index-url='file:///x/simple'\nnoise\n"
+    monkeypatch.setattr(registry.subprocess, "run",
+                        lambda cmd, **kw: subprocess.CompletedProcess(cmd, 0, stdout=out, stderr=""))
+    assert registry._pip_config() == {"global.index-url": "https://m.example/simple",
+                                      ":env:.extra-index-url": "file:///x/simple"}
+
+
+def test_sdist_comes_from_the_first_index_that_lists_it(tmp_path, monkeypatch):
+    """An unreachable main index, then a local PEP 503 index given as an extra index URL."""
+    import hashlib
+
+    sdist = make_tar(tmp_path / "sdist.tar.gz", {"pkg-1.0/data.txt": "x"})
+    project = tmp_path / "simple" / "my-pkg"
+    project.mkdir(parents=True)
+    (project / "my-pkg-1.0.tar.gz").write_bytes(sdist.read_bytes())
+    sha = hashlib.sha256(sdist.read_bytes()).hexdigest()
+    (project / "index.html").write_text(f'<html><body><a href="my-pkg-1.0.tar.gz#sha256={sha}">my-pkg-1.0.tar.gz</a>'
+                                        "</body></html>")
+    monkeypatch.setattr(registry, "_pip_config", dict)  # only the environment below counts
+    monkeypatch.setenv("PIP_INDEX_URL", (tmp_path / "missing").as_uri())
+    monkeypatch.setenv("PIP_EXTRA_INDEX_URL", (tmp_path / "simple").as_uri())
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    got = registry._download_sdist("my_pkg", "1.0", dest)
+    assert got.read_bytes() == sdist.read_bytes()
+    (project / "index.html").write_text(f'<a href="my-pkg-1.0.tar.gz#sha256={"0" * 64}">my-pkg-1.0.tar.gz</a>')
+    with pytest.raises(FetchError, match="sha256"):
+        registry._download_sdist("my_pkg", "1.0", dest)
+    monkeypatch.setenv("PIP_EXTRA_INDEX_URL", "")
+    with pytest.raises(FetchError, match=r"could not read .*missing.*pip config list"):
+        registry._download_sdist("my_pkg", "1.0", dest)

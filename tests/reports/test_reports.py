@@ -104,7 +104,8 @@ def test_report_writes_every_plot_and_links_them(run_dir):
     assert md_path == run_dir / "report" / "report.md"
     figures = run_dir / "report" / "figures"
     expected = {"teacher_lr.png", "teacher_losses.png", "teacher_eval.png", "pretrain_sparsity_schedule.png",
-                "pretrain_lr.png", "pretrain_losses.png", "pretrain_eval.png", "pretrain_layer_sparsity.png"}
+                "pretrain_lr.png", "pretrain_losses.png", "pretrain_eval.png", "pretrain_layer_sparsity.png",
+                "pretrain_sparsity_heatmap.png"}
     assert {p.name for p in figures.iterdir()} == expected  # dense teacher: no sparsity plots
     for png in figures.iterdir():
         _assert_png(png)
@@ -119,6 +120,34 @@ def test_report_writes_every_plot_and_links_them(run_dir):
     html = (run_dir / "report" / "report.html").read_text()
     assert html.count('<img src="data:image/png;base64,') == len(expected)
     assert "<h2>Stage <code>pretrain</code></h2>" in html
+
+
+def test_report_opens_with_what_sparsity_cost_and_formats_every_number(run_dir):
+    summary = run_dir / "pretrain" / "summary.json"
+    data = json.loads(summary.read_text())
+    data.pop("eval_before")
+    data.pop("eval_after")
+    data["eval"] = {"teacher": {"mlm_accuracy": 0.5, "loss": 3.25}, "student": {"mlm_accuracy": 0.375, "loss": 3.5}}
+    data["sparsity"] = {"sparsity": 0.9, "ok": True}
+    summary.write_text(json.dumps(data))
+    (run_dir / "teacher" / "metrics.jsonl").write_text(
+        "\n".join(json.dumps({"stage": "teacher", "step": s, "sparsity": 0.0, "loss": 3.0}) for s in range(5)))
+    md = build_report(run_dir).read_text()
+    assert md.index("## What sparsity cost and bought") < md.index("## Overview")
+    assert "| `pretrain` | masked-LM | 90.0% | masked-token accuracy 0.375 | -0.125 vs `teacher` | ok |" in md
+    assert "| `teacher` | masked-LM | dense | masked-token accuracy 0.5 | - | dense |" in md
+    assert "{'" not in md  # no raw dicts: teacher/student are eval columns
+    assert "| eval metric | teacher | student | last eval (step 119) |" in md and "| `loss` | 3.25 | 3.5 |" in md
+    assert "teacher_sparsity_schedule.png" not in md  # a flat 0 schedule carries no information
+
+
+def test_heatmap_grid_reads_layer_and_module_from_names():
+    from pruneofa.reports.answer import module_grid
+
+    rows, cols, cells = module_grid([("bert.encoder.layer.0.attention.self.query", 0.9, 0.9),
+                                     ("bert.encoder.layer.1.output.dense", 0.5, 0.9), ("cls.head", 0.1, None)])
+    assert rows == [0, 1] and cols == ["attention.self.query", "output.dense"]
+    assert cells == {(0, "attention.self.query"): 0.9, (1, "output.dense"): 0.5}
 
 
 def test_rebuilding_replaces_the_previous_report(run_dir):
@@ -136,7 +165,8 @@ def test_missing_stages_are_skipped(run_dir, tmp_path):
     (run_dir / "pretrain" / "metrics.jsonl").unlink()  # only the sparsity file and summary are left
     md = build_report(run_dir).read_text()
     assert "teacher" not in md.split("## Recipe")[0]
-    assert [Path(p).name for p in _linked_images(md)] == ["pretrain_layer_sparsity.png"]
+    assert [Path(p).name for p in _linked_images(md)] == ["pretrain_layer_sparsity.png",
+                                                         "pretrain_sparsity_heatmap.png"]
 
     bare = tmp_path / "bare"
     bare.mkdir()

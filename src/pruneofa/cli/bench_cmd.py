@@ -56,8 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pruneofa.bench.model import run_benchmark
     from pruneofa.errors import PruneofaError
-    from pruneofa.runtime.bench import run_benchmark
 
     if args.replot is not None:
         return _replot(args.replot)

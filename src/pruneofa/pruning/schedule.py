@@ -8,27 +8,20 @@ Steps count completed optimizer steps: mask updates happen at step `c` *before* 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 from pruneofa.config.schema import GMPConfig, LRConfig
 
 
-@dataclass(frozen=True)
-class GMPSchedule:
+class GMPSchedule(GMPConfig, frozen=True):
     """Zhu & Gupta (2017): s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (n * dt))^3.
 
-    Masks are updated at t in {t0, t0 + dt, ..., t0 + n dt} (begin_step, frequency, end_step).
+    Masks are updated at t in {t0, t0 + dt, ..., t0 + n dt} (begin_step, frequency, end_step). The fields
+    and their checks are `GMPConfig`'s (declared once there); this class adds the functions of the step.
     """
-
-    initial_sparsity: float
-    final_sparsity: float
-    begin_step: int
-    end_step: int
-    frequency: int
 
     @classmethod
     def from_config(cls, cfg: GMPConfig) -> GMPSchedule:
-        return cls(cfg.initial_sparsity, cfg.final_sparsity, cfg.begin_step, cfg.end_step, cfg.frequency)
+        return cls.model_validate(cfg.model_dump())
 
     def is_update_step(self, step: int) -> bool:
         return self.begin_step <= step <= self.end_step and (step - self.begin_step) % self.frequency == 0

@@ -90,7 +90,7 @@ class Sparsifier:
                     layer.name,
                     getattr(layer.module, layer.param_name),
                     mask,
-                    self.pattern.name,
+                    self.pattern,
                     layer.in_axis,
                     target.sparsity,
                     target.zeros,

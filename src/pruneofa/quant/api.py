@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from pruneofa.errors import CheckpointError, PruneofaError
@@ -122,7 +121,7 @@ def qat_metadata(cfg: QATConfig, names: list[str]) -> dict[str, Any]:
 
 def load_qat_model(folder: str | Path, head: str = "auto") -> tuple[nn.Module, Sparsifier | None, QATConfig]:
     """Load a QAT stage folder: plain load with masks, `prepare_qat_`, then the FakeQuantize state."""
-    from pruneofa.modeling import _safetensors_files, load_model
+    from pruneofa.modeling import load_model, read_tensors
 
     folder = Path(folder)
     meta_file = folder / QAT_FILE
@@ -137,15 +136,7 @@ def load_qat_model(folder: str | Path, head: str = "auto") -> tuple[nn.Module, S
         raise CheckpointError(f"'{meta_file}': unsupported QAT format {meta.get('format')!r}")
     model, sparsifier, _ = load_model(str(folder), head=head)
     prepare_qat_(model, cfg, sparsifier)
-    state: dict[str, torch.Tensor] = {}
-    for file in _safetensors_files(folder):
-        try:
-            with safe_open(str(file), framework="pt") as handle:
-                for key in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
-                    if any(marker in key for marker in _FQ_MARKERS):
-                        state[key] = handle.get_tensor(key)
-        except (OSError, SafetensorError) as exc:
-            raise CheckpointError(f"cannot read '{file}': {exc}") from None
+    state = read_tensors(folder, lambda key: any(marker in key for marker in _FQ_MARKERS))
     load_fake_quant_state_(model, state, str(folder))
     return model, sparsifier, cfg
 

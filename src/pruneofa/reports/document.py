@@ -61,6 +61,9 @@ def format_value(value: Any) -> str:
         if abs(value) >= 1000:
             return f"{value:,.1f}"
         return f"{value:.4g}"
+    if isinstance(value, dict):
+        text = ", ".join(f"{k} {format_value(v)}" for k, v in list(value.items())[:6])
+        return text + (", ..." if len(value) > 6 else "")
     if isinstance(value, (list, tuple)):
         text = "[" + ", ".join(format_value(v) for v in value[:8]) + (", ..." if len(value) > 8 else "") + "]"
         return text

@@ -23,7 +23,7 @@ from typing import Any
 
 from pruneofa.errors import PruneofaError
 from pruneofa.fsutil import atomic_dir
-from pruneofa.reports import plots
+from pruneofa.reports import answer, plots
 from pruneofa.reports.document import (
     Block,
     Code,
@@ -123,11 +123,20 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _eval_dicts(stage: StageData) -> dict[str, dict[str, Any]]:
-    """Columns of the eval table: summary entries named eval* that are dicts, then the last logged eval."""
-    cols = {k: v for k, v in stage.summary.items() if k.startswith("eval") and isinstance(v, dict)}
+    """Columns of the eval table, each a flat {metric: value}: the summary's eval entries (``eval`` holding
+    ``before``/``after``/``teacher``/``student`` dicts becomes one column each), then the last logged eval."""
+    cols: dict[str, dict[str, Any]] = {}
+    for key, value in stage.summary.items():
+        if not (key.startswith("eval") and isinstance(value, dict)):
+            continue
+        nested = {k: v for k, v in value.items() if isinstance(v, dict)}
+        if nested and len(nested) == len(value):
+            cols.update({name: _flatten(v) for name, v in nested.items()})
+        else:
+            cols[key] = _flatten(value)
     evals = stage.eval_records
     if evals:
-        cols[f"last eval (step {int(evals[-1]['step'])})"] = evals[-1]["eval"]
+        cols[f"last eval (step {int(evals[-1]['step'])})"] = _flatten(evals[-1]["eval"])
     return cols
 
 
@@ -187,8 +196,14 @@ def _plot_section(
     return build
 
 
+def _prunes(stage: StageData) -> bool:
+    """A schedule plot carries information only if some target sparsity is above 0 (not a dense teacher)."""
+    return any(isinstance(r.get("sparsity"), (int, float)) and r["sparsity"] > 0 for r in stage.records)
+
+
 register_stage_section(_plot_section(
-    "sparsity_schedule", "sparsity schedule", lambda c, s, p: plots.plot_sparsity_schedule(s.records, p, s.name)))
+    "sparsity_schedule", "sparsity schedule",
+    lambda c, s, p: plots.plot_sparsity_schedule(s.records, p, s.name) if _prunes(s) else None))
 register_stage_section(_plot_section(
     "lr", "learning rate", lambda c, s, p: plots.plot_learning_rate(s.records, p, s.name)))
 register_stage_section(_plot_section(
@@ -197,9 +212,18 @@ register_stage_section(_plot_section(
     "eval", "evaluation", lambda c, s, p: plots.plot_eval(s.records, p, s.name)))
 register_stage_section(_plot_section(
     "layer_sparsity", "per-layer sparsity", lambda c, s, p: plots.plot_layer_sparsity(s.sparsity, p, s.name)))
+register_stage_section(_plot_section(
+    "sparsity_heatmap", "sparsity per layer and module",
+    lambda c, s, p: answer.plot_sparsity_heatmap(s.layer_sparsity(), p, s.name)))
 
 
 # ---- run sections ---------------------------------------------------------------------------------------
+
+
+@register_run_section
+def cost_and_gain(ctx: ReportContext) -> list[Section]:
+    """The opening: per stage, the final eval against the dense baseline, sparsity, audit; size, speed."""
+    return answer.answer_section(ctx.run.path, ctx.run.stages)
 
 
 @register_run_section

@@ -22,16 +22,15 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import random
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from pruneofa.data.corpus import Document
+from pruneofa.fsutil import atomic_write_text
 from pruneofa.tasks.base import Answer, QAExample, TaskData, TaskError, TaskSpec, TextExample
 from pruneofa.tasks.qa import read_squad, to_squad_json, validate_squad
 
@@ -264,18 +263,6 @@ def build_wiki_qa(documents: Sequence[Document], seed: int,
     return out[0], out[1]
 
 
-def _write_atomic(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, ensure_ascii=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def wiki_qa_files(documents: Sequence[Document], seed: int, opts: WikiQAOptions, folder: Path) -> dict[str, Path]:
     """Build (once per seed and options) and return the derived SQuAD JSON files ``train``/``dev``."""
     digest = hashlib.sha256()  # the key covers the text too: a rebuilt corpus must not reuse stale questions
@@ -285,8 +272,8 @@ def wiki_qa_files(documents: Sequence[Document], seed: int, opts: WikiQAOptions,
     files = {s: folder / f"wiki-qa-v{WIKI_QA_FORMAT}-{key}" / f"{s}-v1.1.json" for s in ("train", "dev")}
     if not all(p.is_file() for p in files.values()):
         train, dev = build_wiki_qa(documents, seed, opts)
-        _write_atomic(files["train"], train)
-        _write_atomic(files["dev"], dev)
+        atomic_write_text(files["train"], json.dumps(train, ensure_ascii=False))
+        atomic_write_text(files["dev"], json.dumps(dev, ensure_ascii=False))
     return files
 
 

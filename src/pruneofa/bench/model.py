@@ -14,7 +14,8 @@ rounds, ratio = other median / this median against torch_fp32 and against ort_in
 that ratio is <= 1.05. Also: the runtime's logits against `pruneofa.export.load` of the same artifact,
 and a profile of the runtime (seconds per section) for each configuration.
 
-This module imports torch and onnxruntime (it measures them); the runtime modules never do.
+This module imports torch, onnxruntime and the training code (it measures and builds with them); the
+runtime modules never do, which is why it lives outside `pruneofa.runtime`.
 """
 
 from __future__ import annotations
