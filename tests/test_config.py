@@ -96,3 +96,24 @@ def test_missing_recipe_file_and_unknown_builtin():
         load_recipe("no/such/recipe.yaml")
     with pytest.raises(RecipeError, match="did you mean 'oneshot-90'"):
         load_recipe("oneshot-09")
+
+
+def test_docs_recipe_reference_is_what_the_generator_writes_now():
+    from pathlib import Path
+
+    from pruneofa.config.reference import recipe_reference
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "recipes.md"
+    assert docs.read_text() == recipe_reference(), (
+        "docs/recipes.md is stale: run `python -m pruneofa.config.reference docs/recipes.md`")
+    for section in ("## Recipe", "## PretrainStage", "## GMPConfig", "## QATConfig", "## TaskConfig"):
+        assert section + "\n" in docs.read_text()
+
+
+def test_readme_links_resolve():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    links = re.findall(r"\]\(((?:docs|results)/[^)#]+)\)", (root / "README.md").read_text())
+    assert len(links) >= 5 and [link for link in links if not (root / link).is_file()] == []

@@ -17,8 +17,8 @@ from pruneofa.train.pipeline import run_recipe, run_stage
 _COLOURS = ["red", "blue", "green"]
 
 
-def _write_task(folder, n_train=96, n_dev=32):
-    """Label 1 when the sentence's animal is a cat: learnable by a tiny model in a few steps."""
+def _write_task(folder, n_train=96, n_dev=32, names=(0, 1)):
+    """Label names[1] when the sentence's animal is a cat: learnable by a tiny model in a few steps."""
     rng = random.Random(0)
     folder.mkdir(parents=True, exist_ok=True)
     for split, n in (("train", n_train), ("dev", n_dev)):
@@ -28,7 +28,7 @@ def _write_task(folder, n_train=96, n_dev=32):
             for _ in range(n):
                 animal = rng.choice(["cat", "dog", "bird"])
                 writer.writerow([f"the {rng.choice(_COLOURS)} {animal} sees the {rng.choice(_COLOURS)} tree .",
-                                 int(animal == "cat")])
+                                 names[int(animal == "cat")]])
     return folder
 
 
@@ -127,11 +127,13 @@ def test_transfer_refuses_a_dense_model(tmp_path, pretrained_run):
         run_stage(recipe, "transfer", "unused", pretrained_run / "x")
 
 
-def test_qat_keeps_the_mask_and_reports_fp32_vs_int8(tmp_path, pretrained_run):
+def test_qat_keeps_the_mask_and_reports_fp32_vs_int8(tmp_path, pretrained_run, capsys):
+    """Also: word labels of a CSV ('great', 'other') survive transfer, QAT, export and predict."""
+    from pruneofa.cli.main import main
     from pruneofa.quant.api import load_qat_model
     from pruneofa.quant.modules import MaskedQATLinear
 
-    task = {"name": f"csv:{_write_task(tmp_path / 'task')}", "max_length": 32}
+    task = {"name": f"csv:{_write_task(tmp_path / 'task', names=('other', 'great'))}", "max_length": 32}
     recipe = parse_recipe({
         "version": 1, "name": "tiny-qat", "model": "unused", "seed": 5, "device": "cpu",
         "finetune": {"steps": 6, "optim": {"batch_size": 8}, "task": task},
@@ -152,6 +154,15 @@ def test_qat_keeps_the_mask_and_reports_fp32_vs_int8(tmp_path, pretrained_run):
         assert torch.count_nonzero(q[~layer.weight_mask]) == 0
         assert int(layer.input_fake_quant.observer_enabled[0]) == 0  # frozen before the final evaluation
 
+    want = {"0": "great", "1": "other"}  # the sorted distinct labels of the train file
+    for stage in ("finetune", "transfer", "qat"):
+        config = json.loads((pretrained_run / stage / "config.json").read_text())
+        assert config["id2label"] == want and config["label2id"] == {"great": 0, "other": 1}, stage
+    assert main(["export", str(out), "--out", str(tmp_path / "art")]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "art"), "the red cat sees the blue tree .", "the dog", "--json"]) == 0
+    printed = [json.loads(line)["label"] for line in capsys.readouterr().out.strip().splitlines()]
+    assert len(printed) == 2 and set(printed) <= {"great", "other"}
 
 def test_one_shot_pruned_headless_model_transfers_with_its_masks(tmp_path, monkeypatch):
     """`prune` on a headless checkpoint (masks under 'encoder...') then `transfer` (modules 'bert.encoder...')."""

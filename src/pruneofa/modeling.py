@@ -122,7 +122,8 @@ def load_model(
     if Path(source).is_dir():
         verify_checksums(source)
     try:
-        config = AutoConfig.from_pretrained(source, **{k: v for k, v in kwargs.items() if k == "num_labels"})
+        labels = {k: v for k, v in kwargs.items() if k in ("num_labels", "id2label", "label2id")}
+        config = AutoConfig.from_pretrained(source, **labels)
     except OSError as exc:
         raise CheckpointError(f"cannot load a model config from '{name_or_path}': {exc}") from None
     cls = model_class(config, head)

@@ -152,7 +152,9 @@ def evaluate_task(model: torch.nn.Module, inputs: TaskInputs, device: torch.devi
 def _head_for(inputs: TaskInputs) -> tuple[str, dict[str, Any]]:
     if inputs.is_qa:
         return "question-answering", {}
-    return "sequence-classification", {"num_labels": inputs.data.spec.num_labels}
+    names = inputs.data.spec.label_names  # kept in the config (HF convention): export and predict print them
+    return "sequence-classification", {"num_labels": len(names), "id2label": dict(enumerate(names)),
+                                       "label2id": {name: i for i, name in enumerate(names)}}
 
 
 def _run_task_stage(recipe: Recipe, cfg: FinetuneStage | TransferStage, out_dir: Path, resume: bool,
