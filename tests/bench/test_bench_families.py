@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pruneofa.runtime import bench
+from pruneofa.bench import model as bench
 
 TINY = {"vocab_size": 1200, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
         "intermediate_size": 64, "max_position_embeddings": 40}
