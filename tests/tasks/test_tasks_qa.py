@@ -56,7 +56,7 @@ def test_squad_round_trip(tmp_path):
     ("mutate", "message"),
     [
         (lambda d: d.update(version="2.0"), "version"),
-        (lambda d: d["data"][0]["paragraphs"][0]["qas"][0]["answers"][0].update(answer_start=3), "does not start"),
+        (lambda d: d["data"][0]["paragraphs"][0]["qas"][0]["answers"][0].update(answer_start=3), "not at answer_start"),
         (lambda d: d["data"][0]["paragraphs"][0]["qas"][1].update(id="q1"), "duplicate"),
         (lambda d: d["data"][0]["paragraphs"][0]["qas"][1].update(answers=[]), "no answers"),
         (lambda d: d.pop("data"), "'data' list"),

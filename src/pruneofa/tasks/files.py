@@ -117,7 +117,8 @@ def load_file_task(name: str, opts: FileOptions) -> TaskData:
     labels = opts.label_names
     if labels is None:
         if opts.label_column not in rows["train"][0]:
-            raise TaskError(f"{name}: no label column {opts.label_column!r} (columns: {sorted(rows['train'][0])})")
+            raise TaskError(f"{name}: no label column {opts.label_column!r} (columns: {sorted(rows['train'][0])}); "
+                            "add one, or name yours with task.options.label_column")
         labels = tuple(sorted({str(r.get(opts.label_column)).strip() for r in rows["train"]}))
     kind = "pair" if opts.text_pair_column else "classification"
     spec = TaskSpec(name, kind, labels, opts.metrics, tuple(s for s in rows if s != "train"),
