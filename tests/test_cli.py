@@ -90,3 +90,16 @@ def test_recipes_lists_builtins(capsys):
     assert "oneshot-90" in capsys.readouterr().out
     assert main(["recipes", "oneshot-90", "--set", "prune.sparsity=0.8"]) == 0
     assert "sparsity: 0.8" in capsys.readouterr().out
+
+
+def test_every_command_help_ends_with_an_example(capsys):
+    from pruneofa.cli.examples import EXAMPLES
+    from pruneofa.cli.main import _COMMANDS, main
+
+    assert set(EXAMPLES) == {*_COMMANDS, "pruneofa"}
+    for argv in ([], *([c] for c in _COMMANDS)):
+        with pytest.raises(SystemExit):
+            main([*argv, "--help"])
+        text = capsys.readouterr().out
+        examples = text.split("examples:\n", 1)[1].splitlines()
+        assert examples and all(line.startswith("  pruneofa ") for line in examples), (argv, examples)

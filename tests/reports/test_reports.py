@@ -293,3 +293,25 @@ def test_bench_plot_and_replot_cli(tmp_path, capsys):
     args = parser.parse_args(["bench", "--replot", str(tmp_path / "empty.json")])
     with pytest.raises(PruneofaError, match="no benchmark rows"):
         args.func(args)
+
+
+def test_weight_histograms_compare_the_dense_stage_with_the_first_sparse_one(tmp_path):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from pruneofa.reports.answer import plot_weight_change
+    from pruneofa.reports.rundata import load_stage
+
+    rng = np.random.default_rng(0)
+    dense_w = rng.normal(0, 0.05, (16, 16)).astype(np.float32)
+    sparse_w = np.where(np.abs(dense_w) > np.quantile(np.abs(dense_w), 0.9), dense_w, 0).astype(np.float32)
+    meta = {"pattern": "unstructured", "layers": {"enc.layer.0.q": {"param": "weight", "shape": [16, 16],
+                                                                   "zeros": int((sparse_w == 0).sum())}}}
+    for name, w in (("teacher", dense_w), ("pretrain", sparse_w)):
+        (tmp_path / name).mkdir()
+        save_file({"enc.layer.0.q.weight": w}, str(tmp_path / name / "model.safetensors"))
+    (tmp_path / "pretrain" / "pruneofa_sparsity.json").write_text(json.dumps(meta))
+    stages = [load_stage(tmp_path / "teacher"), load_stage(tmp_path / "pretrain")]
+    _assert_png(plot_weight_change(stages, stages[1], tmp_path / "hist.png"))
+    assert plot_weight_change(stages, stages[0], tmp_path / "dense.png") is None  # nothing pruned there
+    assert plot_weight_change(stages[1:], stages[1], tmp_path / "alone.png") is None  # no dense stage before

@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from pruneofa.cli.examples import EXAMPLES, add_examples
 from pruneofa.errors import PruneofaError
 
 # Command modules, in the order `--help` lists them. Each defines `register(subparsers)`, which adds
@@ -29,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name in _COMMANDS:
         module = importlib.import_module(f"pruneofa.cli.{name}_cmd")
         module.register(sub)
+    add_examples(sub)
+    parser.epilog = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES["pruneofa"])
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser
 
 

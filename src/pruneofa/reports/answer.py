@@ -128,6 +128,28 @@ def answer_section(run_path: Path, stages: list[StageData]) -> list[Section]:
 Grid = tuple[list[int], list[str], dict[tuple[int, str], float]]
 
 
+def first_pruned_and_dense(stages: list[StageData], stage: StageData) -> StageData | None:
+    """The dense stage before `stage` when `stage` is the run's first sparse one (where pruning happened)."""
+    index = next(i for i, s in enumerate(stages) if s is stage)
+    if not _is_sparse(stage) or any(_is_sparse(s) for s in stages[:index]):
+        return None
+    return next((s for s in reversed(stages[:index]) if (s.path / "model.safetensors").is_file()), None)
+
+
+def plot_weight_change(stages: list[StageData], stage: StageData, out_path: Path) -> Path | None:
+    """Weight-magnitude histograms of the pruned layers: the dense stage before pruning vs this stage."""
+    from pruneofa.reports import weights
+
+    dense = first_pruned_and_dense(stages, stage)
+    if dense is None or not stage.sparsity:
+        return None
+    before = weights.pruned_weights(dense.path, stage.sparsity)
+    after = weights.pruned_weights(stage.path, stage.sparsity)
+    if before is None or after is None or not before.size or not after.size:
+        return None
+    return weights.plot_weight_histograms(before, after, out_path, (f"{dense.name} (dense)", stage.name))
+
+
 def module_grid(layers: list[tuple[str, float, float | None]]) -> Grid:
     """Layer indices, module names and {(layer, module): sparsity} for the encoder layers of a model."""
     cells: dict[tuple[int, str], float] = {}

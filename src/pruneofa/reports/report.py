@@ -213,6 +213,9 @@ register_stage_section(_plot_section(
 register_stage_section(_plot_section(
     "layer_sparsity", "per-layer sparsity", lambda c, s, p: plots.plot_layer_sparsity(s.sparsity, p, s.name)))
 register_stage_section(_plot_section(
+    "weight_histogram", "weight magnitudes before and after pruning",
+    lambda c, s, p: answer.plot_weight_change(c.run.stages, s, p)))
+register_stage_section(_plot_section(
     "sparsity_heatmap", "sparsity per layer and module",
     lambda c, s, p: answer.plot_sparsity_heatmap(s.layer_sparsity(), p, s.name)))
 
