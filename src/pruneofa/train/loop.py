@@ -296,6 +296,8 @@ class MLMTrainer(Trainer):
             loss = loss + kd.alpha_mlm * terms["loss_mlm"]
         if kd.alpha_kd > 0:  # packed blocks: no padding, every position counts
             terms["loss_kd"] = kd_logits_loss(out.logits, target.logits, kd.temperature)
+            if decoded is not None:  # a mean over this rank's masked tokens, weighted like the MLM term
+                terms["loss_kd"] = terms["loss_kd"] * self.mlm_scale
             loss = loss + kd.alpha_kd * terms["loss_kd"]
         if kd.alpha_hidden > 0:
             chosen = slice(None) if kd.hidden_layers == "all" else slice(-1, None)
