@@ -117,3 +117,10 @@ def test_readme_links_resolve():
     root = Path(__file__).resolve().parents[1]
     links = re.findall(r"\]\(((?:docs|results)/[^)#]+)\)", (root / "README.md").read_text())
     assert len(links) >= 5 and [link for link in links if not (root / link).is_file()] == []
+
+
+def test_every_recipe_stage_has_one_runner_in_the_explicit_stage_table():
+    from pruneofa.config.schema import STAGE_ORDER
+    from pruneofa.train.stages import STAGE_RUNNERS
+
+    assert tuple(STAGE_RUNNERS) == STAGE_ORDER  # one table, in pipeline order, no registration by import

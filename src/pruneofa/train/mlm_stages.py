@@ -26,7 +26,6 @@ from pruneofa.train.common import finish_stage, resolve_device
 from pruneofa.train.distributed import current
 from pruneofa.train.loop import MLMTrainer, PhaseSpec, evaluate_mlm
 from pruneofa.train.metrics import MetricsLog
-from pruneofa.train.pipeline import register_stage
 from pruneofa.train.summary import print_summary
 
 log = logging.getLogger(__name__)
@@ -73,7 +72,6 @@ def _trainer(model: nn.Module, spec: PhaseSpec, data: MLMData, stage_cfg: Any, o
                       out_dir=out_dir, device=device, seed=recipe.seed, metrics=metrics, stage=stage, **kwargs)
 
 
-@register_stage("teacher")
 def run_teacher(recipe: Recipe, cfg: TeacherStage, model_in: str, out_dir: Path, resume: bool) -> Path:
     """Teacher preparation: build the MLM head if the checkpoint lacks one, warm it up, then adapt all."""
     began = time.perf_counter()
@@ -111,7 +109,6 @@ def run_teacher(recipe: Recipe, cfg: TeacherStage, model_in: str, out_dir: Path,
     return out_dir
 
 
-@register_stage("pretrain")
 def run_pretrain(recipe: Recipe, cfg: PretrainStage, model_in: str, out_dir: Path, resume: bool) -> Path:
     """Sparse pre-training: the student starts as a copy of the dense teacher and is pruned by GMP."""
     began = time.perf_counter()

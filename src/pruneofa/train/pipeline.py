@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -24,21 +22,9 @@ from pruneofa.fsutil import atomic_write_text
 from pruneofa.modeling import check_vocabulary
 from pruneofa.train import runfolder
 from pruneofa.train.distributed import current
+from pruneofa.train.stages import STAGE_RUNNERS
 
 log = logging.getLogger(__name__)
-
-# kind -> runner(recipe, stage_config, input_model, out_dir, resume) -> output folder
-StageRunner = Callable[[Recipe, Any, str, Path, bool], Path]
-STAGE_RUNNERS: dict[str, StageRunner] = {}
-
-
-def register_stage(kind: str) -> Callable[[StageRunner], StageRunner]:
-    def wrap(fn: StageRunner) -> StageRunner:
-        STAGE_RUNNERS[kind] = fn
-        return fn
-
-    return wrap
-
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -53,8 +39,6 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, resume: bool = False, only: 
     `out_dir` must be new, empty or a previous run folder unless `force` (see `runfolder`); a run that
     fails before anything resumable exists removes the folder it created.
     """
-    from pruneofa.train import stages  # noqa: F401 - registers the stage runners
-
     out_dir, dist = Path(out_dir), current()
     created = runfolder.claim(out_dir, force)
     if resume:
@@ -91,7 +75,6 @@ def _run_stages(recipe: Recipe, out_dir: Path, resume: bool, only: list[str] | N
 
 def run_stage(recipe: Recipe, kind: str, model_in: str, stage_dir: Path, resume: bool = False) -> Path:
     """Run one stage of `recipe` on `model_in`, writing `stage_dir` (with the resolved recipe and a DONE mark)."""
-    from pruneofa.train import stages  # noqa: F401 - registers the stage runners
 
     if kind not in STAGE_RUNNERS:
         raise PruneofaError(f"stage '{kind}' has no runner (known: {', '.join(STAGE_RUNNERS)})")

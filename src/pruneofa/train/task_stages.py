@@ -37,7 +37,6 @@ from pruneofa.train.common import finish_stage, resolve_device
 from pruneofa.train.distributed import current
 from pruneofa.train.loop import PhaseSpec, Trainer
 from pruneofa.train.metrics import MetricsLog
-from pruneofa.train.pipeline import register_stage
 from pruneofa.train.summary import print_summary
 
 log = logging.getLogger(__name__)
@@ -264,19 +263,16 @@ def _masks_equal(model: torch.nn.Module, saved: dict[str, torch.Tensor]) -> bool
     return bool(saved) and all(k in current and torch.equal(current[k].cpu(), v) for k, v in saved.items())
 
 
-@register_stage("finetune")
 def run_finetune(recipe: Recipe, cfg: FinetuneStage, model_in: str, out_dir: Path, resume: bool) -> Path:
     """Dense fine-tuning on the task: the teacher that sparse transfer distils from."""
     return _run_task_stage(recipe, cfg, out_dir, resume, "finetune")
 
 
-@register_stage("qat")
 def run_qat(recipe: Recipe, cfg: QATStage, model_in: str, out_dir: Path, resume: bool) -> Path:
     """8-bit quantization-aware training of the sparse fine-tuned model, pattern locked, KD continuing."""
     return _run_task_stage(recipe, cfg, out_dir, resume, "qat")
 
 
-@register_stage("transfer")
 def run_transfer(recipe: Recipe, cfg: TransferStage, model_in: str, out_dir: Path, resume: bool) -> Path:
     """Sparse transfer: pattern locked, distillation from the dense task teacher."""
     return _run_task_stage(recipe, cfg, out_dir, resume, "transfer")
