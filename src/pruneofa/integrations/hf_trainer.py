@@ -56,7 +56,7 @@ from pruneofa.integrations.torch_loop import rewinding_lr_scheduler, update_mask
 from pruneofa.masks.core import apply_masks_, mask_grads_, masked_modules
 from pruneofa.modeling import SPARSITY_FILE
 from pruneofa.pruning.schedule import GMPSchedule
-from pruneofa.pruning.sparsifier import LayerTarget, Sparsifier
+from pruneofa.pruning.sparsifier import Sparsifier
 
 log = logging.getLogger(__name__)
 
@@ -160,16 +160,11 @@ class PruneOFACallback(TrainerCallback, ExportableState):
         """Put back the targets of a resumed run (the masks came back with the weights)."""
         if self.sparsifier is None:  # rebuilt by the Trainer from `state()`: masks are already on the model
             self.sparsifier = Sparsifier.from_metadata(model, meta)
-        else:
-            saved, live = set(meta["layers"]), set(self.sparsifier.targets)
-            if saved != live:
-                raise CheckpointError(
-                    f"the checkpoint prunes {len(saved)} layers, this run {len(live)}; "
-                    f"differing: {sorted(saved ^ live)[:5]}"
-                )
-            for name, info in meta["layers"].items():
-                self.sparsifier.targets[name] = LayerTarget(float(info["target"]), int(info["zeros"]))
-            self.sparsifier.locked = bool(meta.get("locked", False))
+        else:  # the Trainer keeps the sparsifier's metadata; its targets are the sparsifier's state
+            self.sparsifier.load_state_dict({
+                "targets": {name: [info["target"], info["zeros"]] for name, info in meta["layers"].items()},
+                "locked": meta.get("locked", False),
+            })
         self.sparsifier.check(where=f"resume at step {step}")
 
     # -- events -------------------------------------------------------------------------------------

@@ -112,6 +112,20 @@ class Sparsifier:
         return sum(t.zeros for t in self.targets.values()) / numel
 
     # -- persistence ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the sparsifier (the masks travel with the weights): per-layer targets."""
+        return {"targets": {n: [t.sparsity, t.zeros] for n, t in self.targets.items()}, "locked": self.locked}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Put back the per-layer targets of a resumed run; the checkpoint must prune the same layers."""
+        saved, live = set(state["targets"]), set(self.targets)
+        if saved != live:
+            raise CheckpointError(f"the checkpoint prunes {len(saved)} layers, this run {len(live)}; "
+                                  f"differing: {sorted(saved ^ live)[:5]}")
+        for name, (sparsity, zeros) in state["targets"].items():
+            self.targets[name] = LayerTarget(float(sparsity), int(zeros))
+        self.locked = bool(state.get("locked", False))
+
     def metadata(self) -> dict[str, Any]:
         return {
             "format": METADATA_FORMAT,

@@ -188,8 +188,7 @@ class Trainer:
             state = load_checkpoint(self.checkpoint_dir, self.model, self.optimizer)
             self.stream.load_state_dict(state["stream"])
             if self.sparsifier is not None:
-                for name, target in state["targets"].items():
-                    self.sparsifier.targets[name].sparsity, self.sparsifier.targets[name].zeros = target
+                self.sparsifier.load_state_dict(state["sparsifier"])
                 self.sparsifier.check(where=f"{self.spec.name} resume")
             start = int(state["step"])
             self.metrics.truncate_after(self.spec.name, start)
@@ -224,7 +223,7 @@ class Trainer:
     def save(self, step: int) -> None:
         state: dict[str, Any] = {"step": step, "stream": self.stream.state_dict(), "phase": self.spec.name}
         if self.sparsifier is not None:
-            state["targets"] = {n: [t.sparsity, t.zeros] for n, t in self.sparsifier.targets.items()}
+            state["sparsifier"] = self.sparsifier.state_dict()
         if self.dist.is_main:
             save_checkpoint(self.checkpoint_dir, self.model, self.optimizer, state)
         self.dist.barrier()
