@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -202,3 +203,12 @@ def check_output_file(path: str | Path, command: str, force: bool, is_ours: Call
             f"--out {path}: {taken[0]} exists and is not a previous `pruneofa {command}` output; pick a new "
             "file name, or add --force to replace it"
         )
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB chunks (checksums of artifacts, model folders, checkpoints)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

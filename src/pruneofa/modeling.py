@@ -9,7 +9,6 @@ already hold exact zeros); `load_model` here also restores the mask buffers bit 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -21,7 +20,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from pruneofa.errors import CheckpointError
-from pruneofa.fsutil import atomic_dir
+from pruneofa.fsutil import atomic_dir, sha256_file
 from pruneofa.masks.core import MASK_SUFFIX, attach_mask
 from pruneofa.pruning.sparsifier import Sparsifier
 
@@ -292,16 +291,8 @@ def save_model(
 CHECKSUM_FILE = "pruneofa_checksums.json"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def write_checksums(folder: Path) -> None:
-    sums = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+    sums = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
             for p in sorted(folder.iterdir()) if p.is_file() and p.name != CHECKSUM_FILE}
     (folder / CHECKSUM_FILE).write_text(json.dumps({"files": sums}, indent=1))
 
@@ -324,7 +315,7 @@ def verify_checksums(folder: str | Path) -> None:
         if file.stat().st_size != size:
             what = "truncated" if file.stat().st_size < size else "longer than saved"
             raise CheckpointError(f"'{file}' is {what}: {file.stat().st_size} bytes, saved {size}; save it again")
-        if _sha256(file) != digest:
+        if sha256_file(file) != digest:
             raise CheckpointError(f"'{file}' is corrupt: its sha256 does not match {CHECKSUM_FILE}; save it again")
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from pruneofa.errors import CheckpointError
+from pruneofa.fsutil import sha256_file
 
 # The format's names, the manifest's self-checksum and its validated reading live in the torch-free
 # runtime reader (a deployment reads artifacts without torch); the export side reuses them.
@@ -47,14 +48,6 @@ INDEX_KINDS = ("bitmask", "block1x4")
 
 
 # -- checksums -------------------------------------------------------------------------------------
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def seal(manifest: dict[str, Any]) -> dict[str, Any]:
     """Return `manifest` with its self-checksum set."""
     return {**manifest, "manifest_sha256": hashlib.sha256(canonical(manifest)).hexdigest()}

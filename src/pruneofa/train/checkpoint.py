@@ -26,7 +26,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from pruneofa.errors import CheckpointError
-from pruneofa.fsutil import atomic_dir
+from pruneofa.fsutil import atomic_dir, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -173,17 +173,9 @@ def verify_checkpoint(folder: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint '{folder}' has an unsupported format")
     for name, expected in (payload.get("sha256") or {}).items():
         path = folder / name
-        if not path.is_file() or _sha256(path) != expected:
+        if not path.is_file() or sha256_file(path) != expected:
             raise CheckpointError(f"checkpoint '{folder}' is corrupt: {name} does not match its sha256")
     return payload
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_checkpoint(folder: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
