@@ -189,3 +189,8 @@ def test_the_checkpoints_trained_pooler_survives_teacher_and_pretrain(tmp_path, 
         tmp_path / "run" / "pretrain", num_labels=2, output_loading_info=True)
     assert not [k for k in info["missing_keys"] if "pooler" in k]
     assert torch.equal(task_model.bert.pooler.dense.weight, original * mask)
+    from pruneofa.cli.main import main
+
+    assert main(["prune", str(tmp_path / "run" / "teacher"), "--sparsity", "0.5", "--out", str(tmp_path / "os")]) == 0
+    pruned = load_file(tmp_path / "os" / "model.safetensors")  # one-shot pruning keeps (and prunes) it too
+    assert int((~pruned["bert.pooler.dense.weight_mask"]).sum()) == round(0.5 * mask.numel())

@@ -135,8 +135,7 @@ def load_model(
     if missing:
         log.info("%s: %d weights not in the checkpoint, newly initialised (e.g. %s)", name_or_path, len(missing),
                  missing[0])
-    if head == "mlm":
-        keep_pretrained_pooler(model, config, source)
+    keep_pretrained_pooler(model, config, source)  # a masked-LM class drops it, whichever head was asked for
     sparsifier = restore_masks(model, source) if Path(source).is_dir() else None
     return model, sparsifier, info
 
