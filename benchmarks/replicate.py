@@ -8,6 +8,8 @@ A *cell* is one `pruneofa run` (or `pruneofa prune`) with its overrides, in its 
 runs/study/. When a cell finishes, its figures and wall time go to results/study/<cell>.json and
 docs/RESULTS.md is rewritten; a cell whose JSON exists is never run again, and a cell that was killed
 is continued with `--resume`. Cells run in study order; a cell whose inputs are not finished waits.
+Several workers (replicate.sh's STUDY_WORKERS) share the cells: each claims the next free cell in
+runs/study/<cell>.claim, so two workers never run the same cell.
 
 Parts, in the order the issue gives them (each has to land before the next is worth the hours):
 - rq1-objectives: the pre-training objective at one budget, polarity transfer at 90%;
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -357,7 +360,7 @@ def collect(cell: Cell) -> dict[str, Any]:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")  # several workers may render at once
     tmp.write_text(text)
     tmp.replace(path)
 
@@ -365,6 +368,60 @@ def _atomic_write(path: Path, text: str) -> None:
 def _metric(cell: str, key: str) -> float | None:
     file = RESULTS / f"{cell}.json"
     return json.loads(file.read_text()).get(key) if file.is_file() else None
+
+
+# -- several workers: a cell is claimed by the worker that runs it -----------------------------------
+def _claim_file(cell: Cell) -> Path:
+    return RUNS / f"{cell.name}.claim"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _running_elsewhere(cell: Cell) -> bool:
+    """Whether another live process runs this cell: a worker's claim, or a pruneofa command writing into the
+    cell's folder (a worker started before claims existed)."""
+    claim = _claim_file(cell)
+    if claim.is_file():
+        text = claim.read_text().strip()
+        if text.isdigit() and int(text) != os.getpid() and _alive(int(text)):
+            return True
+    marker = str(cell.folder).encode()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"pruneofa.cli.main" in argv and any(a == marker or a.startswith(marker + b"/") for a in argv):
+            return True
+    return False
+
+
+def claim(cell: Cell) -> bool:
+    """Take `cell` for this worker; False when a live worker has it. A dead worker's claim is taken over."""
+    RUNS.mkdir(parents=True, exist_ok=True)
+    if _running_elsewhere(cell):
+        return False
+    file = _claim_file(cell)
+    file.unlink(missing_ok=True)  # a dead worker's claim (a live one's returned above)
+    try:
+        fd = os.open(file, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:  # another worker claimed it between the check and here
+        return False
+    with os.fdopen(fd, "w") as out:
+        out.write(str(os.getpid()))
+    return True
+
+
+def release(cell: Cell) -> None:
+    _claim_file(cell).unlink(missing_ok=True)
 
 
 def runnable(cells: list[Cell], parts: set[str] | None) -> Iterator[Cell]:
@@ -521,10 +578,16 @@ def main() -> int:
         return 0
     ran = 0
     while not args.render and (args.max_cells is None or ran < args.max_cells):
-        cell = next(runnable(cells, set(args.parts) if args.parts else None), None)
+        cell = next((c for c in runnable(cells, set(args.parts) if args.parts else None) if claim(c)), None)
         if cell is None:
+            if any(not c.done() and _running_elsewhere(c) for c in cells):
+                time.sleep(60)  # what is left may wait for a cell another worker is running
+                continue
             break
-        run_cell(cell)
+        try:
+            run_cell(cell)
+        finally:
+            release(cell)
         ran += 1
         REPORT.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(REPORT, render())

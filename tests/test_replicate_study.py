@@ -71,3 +71,16 @@ def test_a_finished_cell_whose_models_are_missing_is_run_again_when_needed(repli
     done.mkdir(parents=True)
     (done / "DONE").write_text("")
     assert [c.name for c in replicate.runnable(cells, None)][:2] == ["dense-s1", "dense-s2"]
+
+
+def test_two_workers_never_claim_the_same_cell(replicate, monkeypatch):
+    cell = next(c for c in replicate.study() if c.name == "teacher")
+    assert replicate.claim(cell)
+    assert replicate._claim_file(cell).read_text() == str(__import__("os").getpid())
+    monkeypatch.setattr(replicate.os, "getpid", lambda: 1)  # another worker looks: the claimant is alive
+    assert not replicate.claim(cell)
+    replicate._claim_file(cell).write_text("999999999")  # a worker that died: its claim is taken over
+    assert replicate.claim(cell)
+    assert replicate._claim_file(cell).read_text() == "1"
+    replicate.release(cell)
+    assert not replicate._claim_file(cell).exists()
