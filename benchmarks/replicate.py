@@ -144,15 +144,18 @@ def _ofa_cell(name: str, part: str, label: str, seed: int, overrides: Callable[[
     return Cell(name, part, label, seed, argv, needs=[teacher, f"dense-s{seed}"])
 
 
-def best_objective() -> str | None:
-    """The RQ1 objective with the best mean transfer accuracy, once all of them have finished."""
+def best_objective(provisional: bool = False) -> str | None:
+    """The RQ1 objective with the best mean transfer accuracy, once all of them have finished (with
+    `provisional`, the best among the objectives that have any finished seed, for the report's verdict)."""
     means = {}
     for key in OBJECTIVES:
         values = [_metric(f"rq1-{key}-s{s}", "transfer_accuracy") for s in SEEDS]
-        if any(v is None for v in values):
+        finished = [v for v in values if v is not None]
+        if not provisional and len(finished) < len(values):
             return None
-        means[key] = statistics.mean(values)
-    return max(means, key=means.__getitem__)
+        if finished:
+            means[key] = statistics.mean(finished)
+    return max(means, key=means.__getitem__) if means else None
 
 
 def study() -> list[Cell]:
@@ -467,6 +470,7 @@ def render() -> str:
              "2-core CPU. One standard error on 800 dev examples is about 1.4 points.", "",
              "For orientation, the paper's BERT-Base figures (GPU, 2 x 100k steps at batch 256):", ""]
     lines += [f"- {k}: {v}" for k, v in PAPER_BERT_BASE.items()]
+    lines += _goal_lines(dense)
     teacher = _metric("teacher", "teacher_mlm_accuracy")
     lines += ["", f"Dense teacher (prepared MiniLM) masked-token accuracy: "
               f"{'pending' if teacher is None else f'{teacher:.4f}'}.", ""]
@@ -526,6 +530,42 @@ def render() -> str:
     lines += ["", "Cells still pending are in the study's order; `python benchmarks/replicate.py --list` shows "
               "them.", ""]
     return "\n".join(lines)
+
+
+DEV_EXAMPLES = 800  # the polarity dev split: one standard error of an accuracy p is sqrt(p(1 - p) / 800)
+
+
+def _goal_lines(dense: list[str]) -> list[str]:
+    """The issue's goal at 90% on polarity, judged from whatever has finished: Prune OFA against task-specific
+    and one-shot pruning at equal per-task budget (> 2 standard errors each), and within 3 points of dense."""
+    best = best_objective() or best_objective(provisional=True)
+    final = best_objective() is not None
+    ofa = _values([f"rq1-{best}-s{s}" for s in SEEDS], "transfer_accuracy") if best else []
+    lines = ["## The goal: 90% unstructured, polarity, equal per-task budget (300 steps)", ""]
+    if not ofa:
+        return [*lines, "Pending: no Prune OFA transfer has finished yet.", ""]
+    mean = statistics.mean(ofa)
+    two_se = 2 * 100 * (mean / 100 * (1 - mean / 100) / DEV_EXAMPLES) ** 0.5
+    lines += [f"Prune OFA ({best}{'' if final else ', the best objective so far'}): {_stat(ofa)}. "
+              f"Two standard errors of the dev accuracy at that level: {two_se:.2f} points.", "",
+              "| criterion | other side | Prune OFA's margin | met? |", "|---|---:|---:|---|"]
+    rivals = [("beats task-specific GMP + LRR + KD (300 steps) by > 2 SE", [f"rq2-taskgmp300-s{s}" for s in SEEDS],
+               "transfer_accuracy", two_se),
+              ("beats one-shot 90% + masked fine-tuning by > 2 SE", [f"rq2-oneshot-s{s}" for s in SEEDS],
+               "transfer_accuracy", two_se),
+              ("within 3 points of dense", dense, "finetune_accuracy", -3.0),
+              ("moonshot: within 1 point of dense", dense, "finetune_accuracy", -1.0)]
+    for criterion, names, key, needed in rivals:
+        other = _values(names, key)
+        if not other:
+            lines.append(f"| {criterion} | pending | - | - |")
+            continue
+        margin = mean - statistics.mean(other)
+        verdict = "yes" if margin > needed else "no"
+        if len(ofa) < len(SEEDS) or len(other) < len(SEEDS) or not final:
+            verdict += " (provisional)"
+        lines.append(f"| {criterion} | {_stat(other)} | {margin:+.2f} | {verdict} |")
+    return [*lines, ""]
 
 
 def _later_tables(best: str | None, dense: list[str]) -> list[str]:

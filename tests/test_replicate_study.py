@@ -84,3 +84,21 @@ def test_two_workers_never_claim_the_same_cell(replicate, monkeypatch):
     assert replicate._claim_file(cell).read_text() == "1"
     replicate.release(cell)
     assert not replicate._claim_file(cell).exists()
+
+
+def test_the_goal_verdict_is_computed_from_the_finished_cells(replicate):
+    assert "Pending: no Prune OFA transfer has finished yet." in replicate.render()
+    for seed in replicate.SEEDS:
+        _finish(replicate, f"dense-s{seed}", finetune_accuracy=82.0)
+        _finish(replicate, f"rq2-taskgmp300-s{seed}", transfer_accuracy=75.0)
+        _finish(replicate, f"rq2-oneshot-s{seed}", transfer_accuracy=77.0)
+    _finish(replicate, "rq1-paper-s1", transfer_accuracy=80.0)  # one objective, one seed: provisional
+    report = replicate.render()
+    two_se = 2 * 100 * (0.8 * 0.2 / 800) ** 0.5  # 2.83 points
+    assert f"Two standard errors of the dev accuracy at that level: {two_se:.2f} points." in report
+    assert "| beats task-specific GMP + LRR + KD (300 steps) by > 2 SE | 75.00 ± 0.00 (n=2) | +5.00 | " \
+           "yes (provisional) |" in report
+    assert "| beats one-shot 90% + masked fine-tuning by > 2 SE | 77.00 ± 0.00 (n=2) | +3.00 | yes (provisional) |" \
+        in report
+    assert "| within 3 points of dense | 82.00 ± 0.00 (n=2) | -2.00 | yes (provisional) |" in report
+    assert "| moonshot: within 1 point of dense | 82.00 ± 0.00 (n=2) | -2.00 | no (provisional) |" in report
