@@ -541,7 +541,7 @@ def _goal_lines(dense: list[str]) -> list[str]:
     best = best_objective() or best_objective(provisional=True)
     final = best_objective() is not None
     ofa = _values([f"rq1-{best}-s{s}" for s in SEEDS], "transfer_accuracy") if best else []
-    lines = ["## The goal: 90% unstructured, polarity, equal per-task budget (300 steps)", ""]
+    lines = ["", "## The goal: 90% unstructured, polarity, equal per-task budget (300 steps)", ""]
     if not ofa:
         return [*lines, "Pending: no Prune OFA transfer has finished yet.", ""]
     mean = statistics.mean(ofa)
