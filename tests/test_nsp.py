@@ -231,3 +231,69 @@ def test_pretrain_nsp_without_a_nsp_teacher_is_refused_by_the_recipe(nsp_setup):
     raw["teacher"]["data"]["nsp"] = False
     with pytest.raises(PruneofaError, match=r"set teacher\.data\.nsp: true"):
         parse_recipe(raw)
+
+
+class _Rank:
+    """The part of `Distributed` a batch needs: this rank's rows of the global batch."""
+
+    def __init__(self, rank: int, world: int) -> None:
+        self.rank, self.world = rank, world
+
+    def shard(self, _batch, rows: int) -> slice:
+        per = rows // self.world
+        return slice(self.rank * per, (self.rank + 1) * per)
+
+
+def test_every_rank_draws_the_same_pairs_and_keeps_its_own_rows(tmp_path, private_cache):
+    from pruneofa.data.corpus import load_documents
+    from pruneofa.data.mlm import MLMMasker
+    from pruneofa.data.pairs import build_pairs
+    from pruneofa.modeling import load_tokenizer
+
+    folder = write_tiny_model(tmp_path / "model")
+    tokenizer = load_tokenizer(str(folder))
+    pairs = build_pairs(load_documents(str(write_tiny_corpus(tmp_path / "corpus"))), tokenizer, 32, seed=1,
+                        progress=False)
+
+    def batches(rank: int, world: int) -> tuple[PairBatch, float, float]:
+        trainer = _trainer(tmp_path, None)
+        trainer.stream = BatchStream(pairs, 4, seed=7)
+        trainer.masker = MLMMasker(tokenizer, 0.3)
+        trainer.dist = _Rank(rank, world)
+        next(trainer.stream)  # step 1 of the stream, masked as step 1
+        return trainer.next_batch(1, 0), trainer.mlm_scale, trainer.token_scale
+
+    whole, scale, tokens = batches(0, 1)
+    assert scale == tokens == 1.0
+    halves = [batches(rank, 2) for rank in (0, 1)]
+    for i, tensor in enumerate(whole):
+        assert torch.equal(torch.cat([h[0][i] for h in halves]), tensor)
+    assert sum(h[1] for h in halves) == pytest.approx(2.0) and sum(h[2] for h in halves) == pytest.approx(2.0)
+
+
+def test_killed_nsp_pretraining_resumes_bit_identically(tmp_path, nsp_setup):
+    from pruneofa.train import loop
+
+    model_dir, corpus = nsp_setup
+    recipe = _recipe(model_dir, corpus)
+    full = run_recipe(recipe, tmp_path / "full")
+    original_run = loop.MLMTrainer.run
+
+    def killed_run(self, resume=False):  # die two steps after the step-5 checkpoint of the pretrain phase
+        if self.spec.name == "pretrain":
+            def bomb(step):
+                if step == 7:
+                    raise KeyboardInterrupt
+            self.on_step_end.append(bomb)
+        return original_run(self, resume)
+
+    loop.MLMTrainer.run = killed_run
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_recipe(recipe, tmp_path / "resumed")
+    finally:
+        loop.MLMTrainer.run = original_run
+    resumed = run_recipe(recipe, tmp_path / "resumed", resume=True)
+    a, b = load_file(full / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert a.keys() == b.keys() and "cls.seq_relationship.weight" in a
+    assert all(torch.equal(a[key], b[key]) for key in a)
