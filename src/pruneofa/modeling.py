@@ -30,6 +30,7 @@ SPARSITY_FILE = "pruneofa_sparsity.json"
 
 _HEADS = {
     "mlm": "AutoModelForMaskedLM",
+    "pretraining": "AutoModelForPreTraining",  # BERT: masked-LM and next-sentence heads (BertForPreTraining)
     "sequence-classification": "AutoModelForSequenceClassification",
     "question-answering": "AutoModelForQuestionAnswering",
     "base": "AutoModel",

@@ -133,6 +133,17 @@ class DataConfig(StrictModel):
     max_train_blocks: PositiveInt | None = None
     max_eval_blocks: PositiveInt | None = 256
     eval_batch_size: PositiveInt = 32
+    nsp: bool = Field(
+        False,
+        description="next-sentence prediction beside masked-LM, as the reference runs trained: examples are "
+        "sentence pairs ([CLS] A [SEP] B [SEP], token_type_ids 0 then 1, padded to block_size), B being A's true "
+        "continuation or, by a seeded fair coin, text of another document; the model's NSP head "
+        "(cls.seq_relationship: BertForPreTraining checkpoints only) is trained, distilled and saved. "
+        "max_*_blocks then count pairs",
+    )
+    short_pair_probability: Fraction = Field(
+        0.1, description="with nsp: the share of documents cut into shorter pairs (BERT's short_seq_prob)"
+    )
 
 
 class DistillConfig(StrictModel):
@@ -155,6 +166,11 @@ class DistillConfig(StrictModel):
     hidden_loss: Literal["mse", "cosine"] = "mse"
     hidden_layers: Literal["all", "last"] = Field("all", description="all: embeddings and every layer's output")
     alpha_attention: Annotated[float, Field(ge=0.0)] = Field(0.0, description="attention KL weight; 0 = off")
+    nsp_kd_weight: Annotated[float, Field(ge=0.0)] = Field(
+        1.0,
+        description="with data.nsp: the NSP-logit KD's weight beside the MLM-logit KD's 1 (the reference: 1 and 1); "
+        "the loss is then alpha_mlm x (MLM + NSP) + alpha_kd x (KD_MLM + nsp_kd_weight x KD_NSP) + the rest",
+    )
 
     @model_validator(mode="after")
     def _check_weights(self) -> DistillConfig:
@@ -305,6 +321,9 @@ class Recipe(StrictModel):
             )
         if not self.stages():
             raise ValueError(f"the recipe has no stage: add one of {', '.join(STAGE_ORDER)}")
+        if self.teacher and self.pretrain and self.pretrain.data.nsp and not self.teacher.data.nsp:
+            raise ValueError("pretrain.data.nsp needs a teacher with a trained NSP head: set teacher.data.nsp: true "
+                             "too, or pretrain.data.nsp: false")
         return self
 
     def stages(self) -> list[tuple[str, StrictModel]]:

@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ class MaskedBatch(NamedTuple):
     labels: torch.Tensor
 
 
-def _mix(*parts: object) -> int:
+def mix_seed(*parts: object) -> int:
     """A 63-bit seed from several values, so related streams (per epoch, per step) are independent."""
     digest = hashlib.blake2b(json.dumps(parts).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
@@ -83,7 +83,7 @@ def split_documents(
 # --------------------------------------------------------------------------------------------------
 
 
-def _tokenizer_fingerprint(tokenizer: Any) -> str:
+def tokenizer_fingerprint(tokenizer: Any) -> str:
     """Hash of what decides token ids: the full fast-tokenizer definition (or the vocab) and specials."""
     h = hashlib.sha256()
     backend = getattr(tokenizer, "backend_tokenizer", None)
@@ -100,7 +100,7 @@ def _tokenizer_fingerprint(tokenizer: Any) -> str:
     return h.hexdigest()
 
 
-def _special_ids(tokenizer: Any) -> tuple[int, int]:
+def cls_sep_ids(tokenizer: Any) -> tuple[int, int]:
     cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
     if cls_id is None or sep_id is None:
         raise PruneofaError(
@@ -129,9 +129,9 @@ def pack_blocks(
         raise ValueError(f"block_size must be at least 3 (CLS, one token, SEP), got {block_size}")
     if max_blocks is not None and max_blocks < 1:
         raise ValueError(f"max_blocks must be a positive count or None, got {max_blocks}")
-    cls_id, sep_id = _special_ids(tokenizer)
+    cls_id, sep_id = cls_sep_ids(tokenizer)
     texts = [d.text if isinstance(d, Document) else d for d in docs]
-    header = f"pack-v{_PACK_FORMAT}\0{_tokenizer_fingerprint(tokenizer)}\0{block_size}\0{max_blocks}"
+    header = f"pack-v{_PACK_FORMAT}\0{tokenizer_fingerprint(tokenizer)}\0{block_size}\0{max_blocks}"
     key = hashlib.sha256(header.encode())
     for text in texts:
         key.update(text.encode())
@@ -191,7 +191,7 @@ def _save_blocks(path: Path, blocks: torch.Tensor, metadata: dict[str, str]) -> 
 
 def masking_generator(seed: int, step: int) -> torch.Generator:
     """The CPU generator that masks training step ``step``: a resumed run rebuilds it, nothing is saved."""
-    return torch.Generator().manual_seed(_mix("mask", int(seed), int(step)))
+    return torch.Generator().manual_seed(mix_seed("mask", int(seed), int(step)))
 
 
 class MLMMasker:
@@ -288,15 +288,24 @@ class MLMMasker:
 # --------------------------------------------------------------------------------------------------
 
 
+class Rows(Protocol):
+    """What a batch stream draws from: packed blocks (a [N, L] tensor) or sentence pairs (`PairBlocks`)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: torch.Tensor) -> Any: ...
+
+
 class BatchStream:
     """Shuffled batches of blocks, epoch after epoch, resumable at the exact next batch.
 
     Each epoch's order is a permutation seeded from ``(seed, epoch)``; a partial final batch is
-    dropped so every batch has the same shape. ``state_dict()`` is plain JSON ints.
+    dropped so every batch has the same shape. ``state_dict()`` is plain JSON ints. ``blocks`` is a
+    ``[N, block_size]`` tensor or any `Rows` (sentence pairs).
     """
 
-    def __init__(self, blocks: torch.Tensor, batch_size: int, seed: int) -> None:
-        if blocks.dim() != 2:
+    def __init__(self, blocks: torch.Tensor | Rows, batch_size: int, seed: int) -> None:
+        if isinstance(blocks, torch.Tensor) and blocks.dim() != 2:
             raise ValueError(f"blocks must be [N, block_size], got shape {tuple(blocks.shape)}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -316,15 +325,15 @@ class BatchStream:
 
     def _epoch_order(self) -> torch.Tensor:
         if self._order_epoch != self.epoch or self._order is None:
-            gen = torch.Generator().manual_seed(_mix("stream", self.seed, self.epoch))
+            gen = torch.Generator().manual_seed(mix_seed("stream", self.seed, self.epoch))
             self._order = torch.randperm(len(self.blocks), generator=gen)
             self._order_epoch = self.epoch
         return self._order
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    def __iter__(self) -> Iterator[Any]:
         return self
 
-    def __next__(self) -> torch.Tensor:
+    def __next__(self) -> Any:
         if self.position + self.batch_size > len(self.blocks):
             self.epoch += 1
             self.position = 0
@@ -361,7 +370,7 @@ def fixed_eval_batches(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    masked = masker(eval_blocks, torch.Generator().manual_seed(_mix("eval", int(seed))))
+    masked = masker(eval_blocks, torch.Generator().manual_seed(mix_seed("eval", int(seed))))
     return [
         MaskedBatch(masked.input_ids[i : i + batch_size], masked.labels[i : i + batch_size])
         for i in range(0, len(eval_blocks), batch_size)

@@ -88,11 +88,13 @@ def attention_kl_loss(
     student_attentions: tuple[torch.Tensor, ...],
     teacher_attentions: tuple[torch.Tensor, ...],
     eps: float = 1e-12,
+    query_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean over layers, heads and query rows of KL(teacher's attention row || student's).
 
     attentions: per layer [batch, heads, queries, keys] probabilities (rows sum to 1), as the eager
     attention returns them; TinyBERT/MiniLM-style attention transfer. Heads must match one to one.
+    query_mask: [batch, queries] of the rows that count (padded inputs: the real tokens); None: all.
     """
     if len(student_attentions) != len(teacher_attentions):
         raise ValueError(f"student has {len(student_attentions)} attention maps, teacher {len(teacher_attentions)}")
@@ -102,7 +104,8 @@ def attention_kl_loss(
             raise ValueError(f"student attention {tuple(s.shape)} != teacher {tuple(t.shape)}")
         p = t.float()
         per_row = (p * (p.clamp_min(eps).log() - s.float().clamp_min(eps).log())).sum(dim=-1)
-        losses.append(per_row.mean())
+        rows = None if query_mask is None else query_mask[:, None, :].expand_as(per_row)
+        losses.append(_masked_mean(per_row, rows))
     return torch.stack(losses).mean()
 
 
