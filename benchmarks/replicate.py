@@ -467,7 +467,9 @@ def render() -> str:
              "built-in corpus, transfer to the Pang & Lee sentence polarity set (3,200 train / 800 dev, our "
              "seeded split; the SST-2 stand-in). Every cell is the mean ± standard deviation over seeds "
              f"{', '.join(map(str, SEEDS))} of the dev accuracy (%), with the wall time of one run on this "
-             "2-core CPU. One standard error on 800 dev examples is about 1.4 points.", "",
+             "2-core CPU. One standard error on 800 dev examples is about 1.4 points. Wall times are not speed "
+             "measurements: cells share the machine (STUDY_WORKERS, and other work), so compare step costs with "
+             "the quiet, interleaved profile in results/pretrain_step_profile.json.", "",
              "For orientation, the paper's BERT-Base figures (GPU, 2 x 100k steps at batch 256):", ""]
     lines += [f"- {k}: {v}" for k, v in PAPER_BERT_BASE.items()]
     lines += _goal_lines(dense)
