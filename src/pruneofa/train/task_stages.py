@@ -231,6 +231,8 @@ def _run_task_stage(recipe: Recipe, cfg: FinetuneStage | TransferStage, out_dir:
         if task_pruning:
             report.raise_if_drifted()
             summary["task_pruning"] = cfg.schedule.model_dump()
+        elif not transfer:  # a dense model saved with all-True masks: they stay all True
+            report.raise_if_drifted()
         elif not unlocked:
             report.raise_if_drifted()
             summary["mask_identical_to_pretrain"] = _masks_equal(model, saved_masks)
