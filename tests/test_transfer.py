@@ -83,6 +83,7 @@ def test_transfer_keeps_the_pretraining_mask_bit_for_bit(tmp_path, pretrained_ru
     assert before and before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert audit_folder(out).ok
+    assert json.loads((out / "audit.json").read_text())["overall"]["ok"] is True
     summary = json.loads((out / "summary.json").read_text())
     assert summary["mask_identical_to_pretrain"] is True
     assert summary["distilled_from"] == "finetune"

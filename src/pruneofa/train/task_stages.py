@@ -23,7 +23,6 @@ from pruneofa.config.schema import STAGE_ORDER, FinetuneStage, QATStage, Recipe,
 from pruneofa.data.mlm import BatchStream
 from pruneofa.distill import FrozenTeacher, kd_logits_loss
 from pruneofa.errors import PruneofaError, SparsityDriftError
-from pruneofa.fsutil import atomic_write_text
 from pruneofa.masks import attach_mask, detach_masks
 from pruneofa.modeling import load_model, load_tokenizer, read_masks
 from pruneofa.pruning.schedule import GMPSchedule
@@ -34,7 +33,6 @@ from pruneofa.tasks.classification import classification_collator, compute_metri
 from pruneofa.tasks.qa import postprocess, prepare_eval_features, prepare_train_features, qa_collator
 from pruneofa.tasks.squad_eval import squad_metrics
 from pruneofa.train.common import finish_stage, resolve_device
-from pruneofa.train.distributed import current
 from pruneofa.train.loop import PhaseSpec, Trainer
 from pruneofa.train.metrics import MetricsLog
 from pruneofa.train.summary import print_summary
@@ -220,6 +218,7 @@ def _run_task_stage(recipe: Recipe, cfg: FinetuneStage | TransferStage, out_dir:
                                "task_info": inputs.data.info, "counts": inputs.data.counts(), "eval": evals,
                                "distilled_from": cfg.teacher if teacher is not None else None,
                                "seconds": round(time.perf_counter() - began, 1), "steps": cfg.steps}
+    extra: dict[str, str] = {}
     if sparsifier is not None:
         if unlocked:  # put the pre-training masks back only to measure how far the weights drifted
             modules = dict(model.named_modules())
@@ -242,9 +241,9 @@ def _run_task_stage(recipe: Recipe, cfg: FinetuneStage | TransferStage, out_dir:
             log.warning("lock off: %d of %d layers drifted from the pre-training mask\n%s",
                         sum(not layer.ok for layer in report.layers), len(report.layers),
                         report.table(only_failures=True))
-        if current().is_main:
-            atomic_write_text(out_dir / "audit.json", report.to_json())
-    extra = {QAT_FILE: json.dumps(qat_metadata(cfg.quant, swapped), indent=2)} if qat else {}
+        extra["audit.json"] = report.to_json()  # in the model folder: a file written before its swap would be lost
+    if qat:
+        extra[QAT_FILE] = json.dumps(qat_metadata(cfg.quant, swapped), indent=2)
     finish_stage(out_dir, model, tokenizer, sparsifier, summary, extra)
     print_summary(kind, summary)
     return out_dir
