@@ -24,8 +24,9 @@ What the callback does, and on which documented event (`transformers.TrainerCall
 - `on_train_begin`: on resume, restore the per-layer targets saved in the Trainer state and audit;
   bind the optimizer (its post-step hook re-masks after every *real* step, so an fp16 step skipped
   by the loss scaler changes nothing).
-- `on_step_begin` (once per optimizer step, before its micro-batches): GMP mask update keyed on
-  `state.global_step`, the number of completed optimizer steps, exactly as `train/loop.py` does.
+- `on_step_begin` (once per optimizer step, before its micro-batches): the sparsifier's per-step hook
+  (`Sparsifier.on_step`, the GMP mask update) at `state.global_step`, the number of completed optimizer
+  steps, exactly as `train/loop.py` calls it.
 - `on_pre_optimizer_step` (after clipping): zero masked gradients; `on_optimizer_step`: re-mask.
 - `on_save`: write `pruneofa_sparsity.json` into the checkpoint folder; `on_train_end`: `check()`.
 The per-layer targets travel through the Trainer's checkpoints as `ExportableState`, in

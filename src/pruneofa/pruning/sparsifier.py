@@ -1,9 +1,11 @@
 """`Sparsifier`: owns the masks of one model. Trainer-agnostic; adapters call it from their loops.
 
-Lifecycle: construct (select targets, attach all-True masks) -> `prune_to(s)` any number of times
-(or never, when masks come from a checkpoint) -> `lock()` for stages that must keep the pattern ->
-`check()` at every stage boundary. `metadata()` is what a saved model folder carries beside its
-weights (`pruneofa_sparsity.json`): per-layer pattern, target and exact expected zero count.
+Lifecycle: construct (select targets, attach all-True masks) -> `bind_optimizer` (re-mask after every
+real step) -> `on_step(step, schedule)` once per optimizer step in every training loop (the GMP mask
+update; outside a loop, `prune_to(s)` any number of times; never when masks come from a checkpoint)
+-> `lock()` for stages that must keep the pattern -> `check()` at every stage boundary. `metadata()`
+is what a saved model folder carries beside its weights (`pruneofa_sparsity.json`): per-layer
+pattern, target and exact expected zero count.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pruneofa.masks.audit import AuditReport, audit_layer
 from pruneofa.masks.core import apply_masks_, attach_mask, get_mask, zero_masked_optimizer_state_
 from pruneofa.pruning.magnitude import magnitude_masks
 from pruneofa.pruning.patterns import get_pattern
+from pruneofa.pruning.schedule import GMPSchedule
 from pruneofa.pruning.targets import LayerRef, select_targets
 
 METADATA_FORMAT = 1
@@ -66,6 +69,22 @@ class Sparsifier:
         apply_masks_(self.model)
         for optimizer in self._optimizers:
             zero_masked_optimizer_state_(optimizer, self.model)
+
+    def on_step(self, step: int, schedule: GMPSchedule | None) -> float | None:
+        """The per-step hook: every training loop calls it once per optimizer step, before that step's
+        micro-batches (`step`: optimizer steps completed, as in `pruning.schedule`).
+
+        At an update step of `schedule` the masks are recomputed at its sparsity (weights and optimizer
+        state of newly pruned entries zeroed); returns that target, else None (also with no schedule).
+        Re-masking after the step is the post-step hook of `bind_optimizer`. The reference loop
+        (`train/loop.py`), `integrations.torch_loop.update_masks` and the Hugging Face callback all go
+        through here, so they update masks at the same steps.
+        """
+        if schedule is None or not schedule.is_update_step(step):
+            return None
+        target = schedule.sparsity_at(step)
+        self.prune_to(target)
+        return target
 
     def lock(self) -> None:
         """Freeze the pattern: from now on a zero stays zero and `prune_to` refuses to run."""
