@@ -130,7 +130,8 @@ class PruneOFACallback(TrainerCallback, ExportableState):
             raise PruneofaError("the Trainer has no model (model_init is not supported): build it with model=")
         callback = cls(sparsity, schedule, model=None if isinstance(sparsity, Sparsifier) else trainer.model)
         if callback.sparsifier.model is not trainer.model:
-            raise PruneofaError("the Sparsifier was built on another model than the Trainer's")
+            raise PruneofaError("the Sparsifier was built on another model than the Trainer's: build it "
+                                 "on trainer.model")
         trainer.add_callback(callback)
         if lr is not None:
             if trainer.lr_scheduler is not None:
@@ -194,11 +195,12 @@ class PruneOFACallback(TrainerCallback, ExportableState):
         elif self.sparsifier is None:
             self.sparsifier = Sparsifier(model, self.config)
         if self.sparsifier.model is not model:
-            raise PruneofaError("the callback's masks are on another model than the one the Trainer trains")
+            raise PruneofaError("the callback's masks are on another model than the one the Trainer "
+                                 "trains: build the callback (or its Sparsifier) on the Trainer's model")
         if self.schedule is not None and state.max_steps > 0 and self.schedule.end_step >= state.max_steps:
             raise PruneofaError(
                 f"the GMP schedule ends at step {self.schedule.end_step} but training stops at {state.max_steps}: "
-                "the final sparsity would never be reached"
+                "the final sparsity would never be reached; end the schedule earlier or raise max_steps"
             )
         optimizer = _inner_optimizer(kwargs["optimizer"])
         if id(optimizer) not in self._bound:

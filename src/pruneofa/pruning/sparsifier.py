@@ -56,7 +56,8 @@ class Sparsifier:
     def prune_to(self, sparsity: float) -> None:
         """Recompute every mask by magnitude at `sparsity` and zero what it prunes (weights and optimizer state)."""
         if self.locked:
-            raise PruneofaError("the sparsity pattern is locked: masks cannot be recomputed in this stage")
+            raise PruneofaError("the sparsity pattern is locked: masks cannot be recomputed in this stage; "
+                                "prune in a stage that is not locked (pretrain, prune, or transfer.schedule)")
         if not 0.0 <= sparsity < 1.0:
             raise PruneofaError(f"sparsity must be in [0, 1), got {sparsity}")
         new = magnitude_masks(self.layers, sparsity, self.pattern, self.config.allocation)
@@ -102,7 +103,8 @@ class Sparsifier:
         for layer in self.layers:
             mask = get_mask(layer.module, layer.param_name)
             if mask is None:
-                raise PruneofaError(f"layer '{layer.name}' lost its mask (a module swap dropped the buffer?)")
+                raise PruneofaError(f"layer '{layer.name}' lost its mask (a module swap dropped the buffer?); "
+                                    "carry the `<param>_mask` buffer over to the new module")
             target = self.targets[layer.name]
             report.layers.append(
                 audit_layer(
@@ -168,15 +170,18 @@ class Sparsifier:
     def from_metadata(cls, model: nn.Module, meta: dict[str, Any]) -> Sparsifier:
         """Rebuild the sparsifier of a loaded model whose mask buffers are already in place."""
         if meta.get("format") != METADATA_FORMAT:
-            raise CheckpointError(f"unsupported sparsity metadata format {meta.get('format')!r}")
+            raise CheckpointError(f"unsupported sparsity metadata format {meta.get('format')!r}; save the "
+                                  "model again with this pruneofa")
         modules = dict(model.named_modules())
         layers = []
         for name, info in meta["layers"].items():
             if name not in modules:
-                raise CheckpointError(f"sparsity metadata names layer '{name}', which the model does not have")
+                raise CheckpointError(f"sparsity metadata names layer '{name}', which the model does not "
+                                      "have; load it with the architecture and head it was saved with")
             layer = LayerRef(name, modules[name], info["param"], int(info["in_axis"]))
             if get_mask(layer.module, layer.param_name) is None:
-                raise CheckpointError(f"layer '{name}' has no saved mask")
+                raise CheckpointError(f"layer '{name}' has no saved mask; save the model again with "
+                                      "pruneofa.save_model")
             layers.append(layer)
         config = SparsityConfig.model_validate(
             {"pattern": meta["pattern"], "allocation": meta["allocation"], "targets": meta["targets"]}

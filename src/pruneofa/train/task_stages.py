@@ -209,7 +209,8 @@ def _audit_held(run: TaskRun, held: HeldMask, summary: dict[str, Any]) -> AuditR
         return report
     summary["mask_identical_to_pretrain"] = _masks_equal(run.model, held.pretrain_masks)
     if not summary["mask_identical_to_pretrain"]:
-        raise SparsityDriftError(f"the mask after {run.stage} differs from the pre-training mask in '{run.init}'")
+        raise SparsityDriftError(f"the mask after {run.stage} differs from the pre-training mask in "
+                                 f"'{run.init}'; something changed the masks during training: run the stage again")
     return report
 
 
@@ -233,7 +234,8 @@ def run_finetune(recipe: Recipe, cfg: FinetuneStage, model_in: str, out_dir: Pat
     sparsifier = run.sparsifier  # a dense model saved with all-True masks keeps them, checked like any mask
     if sparsifier is not None:
         if sparsifier.sparsity > 0:
-            raise PruneofaError(f"the finetune stage trains the dense task teacher, but '{run.init}' is sparse")
+            raise PruneofaError(f"the finetune stage trains the dense task teacher, but '{run.init}' "
+                                 "is sparse: set finetune.init to a dense model (teacher, model or a path)")
         sparsifier.check(where="finetune start")
         sparsifier.lock()
     trainer = _trainer(run, cfg, sparsifier)
