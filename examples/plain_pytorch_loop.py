@@ -24,8 +24,7 @@ sparsifier.bind_optimizer(optimizer)  # re-mask after every real step; clear mom
 
 model.train()
 for step in range(STEPS):  # `step` = completed optimizer steps, as in pruneofa's own loop
-    if schedule.is_update_step(step):
-        sparsifier.prune_to(schedule.sparsity_at(step))
+    sparsifier.on_step(step, schedule)  # at a GMP update step: masks recomputed at the scheduled sparsity
     lr = lr_at(step, lr_cfg, STEPS, schedule.update_steps())
     for group in optimizer.param_groups:
         group["lr"] = lr

@@ -63,12 +63,12 @@ def pretrained_run(tmp_path, monkeypatch):
     return tmp_path / "run"
 
 
-def _task_recipe(task, **transfer):
+def _task_recipe(task, finetune=None, **transfer):
     task_cfg = {"max_length": 32, **task}
     return parse_recipe({
         "version": 1, "name": "tiny-task", "model": "unused", "seed": 5, "device": "cpu",
         "finetune": {"steps": 8, "eval_every": 4, "lr": {"peak": 1e-3, "warmup_steps": 0},
-                     "optim": {"batch_size": 8}, "task": task_cfg},
+                     "optim": {"batch_size": 8}, "task": task_cfg, **(finetune or {})},
         "transfer": {"steps": 8, "eval_every": 4, "lr": {"peak": 1e-3, "warmup_steps": 0},
                      "optim": {"batch_size": 8}, "task": task_cfg, **transfer},
     })
@@ -83,6 +83,7 @@ def test_transfer_keeps_the_pretraining_mask_bit_for_bit(tmp_path, pretrained_ru
     assert before and before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert audit_folder(out).ok
+    assert json.loads((out / "audit.json").read_text())["overall"]["ok"] is True
     summary = json.loads((out / "summary.json").read_text())
     assert summary["mask_identical_to_pretrain"] is True
     assert summary["distilled_from"] == "finetune"
@@ -213,3 +214,19 @@ def test_task_specific_pruning_refuses_a_sparse_start_and_an_unlocked_run(tmp_pa
         run_stage(_task_recipe(task, schedule=schedule), "transfer", "unused", pretrained_run / "x")
     with pytest.raises(Exception, match="lock: false do not mix"):
         _task_recipe(task, schedule=schedule, lock=False)
+
+
+def test_finetune_of_a_dense_model_saved_with_masks_keeps_them(tmp_path, monkeypatch):
+    """A pruneofa folder at sparsity 0 (all-True masks) is dense: finetune trains it and keeps its masks."""
+    from pruneofa.cli.main import main
+
+    monkeypatch.setenv("PRUNEOFA_CACHE", str(tmp_path / "cache"))
+    model = write_tiny_model(tmp_path / "model")
+    assert main(["prune", str(model), "--sparsity", "0", "--out", str(tmp_path / "dense")]) == 0
+    task = {"name": f"csv:{_write_task(tmp_path / 'task')}"}
+    recipe = _task_recipe(task, finetune={"init": str(tmp_path / "dense")})
+    out = tmp_path / "run" / "finetune"
+    run_stage(recipe, "finetune", "unused", out)
+    assert read_masks(out).keys() == read_masks(tmp_path / "dense").keys()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["sparsity"]["sparsity"] == 0.0 and audit_folder(out).ok

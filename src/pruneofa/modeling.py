@@ -52,7 +52,8 @@ def load_tokenizer(name_or_path: str, required: bool = True) -> Any:
         return AutoTokenizer.from_pretrained(resolve(name_or_path))
     except (OSError, ValueError) as exc:
         if required:
-            raise CheckpointError(f"cannot load a tokenizer from '{name_or_path}': {exc}") from None
+            raise CheckpointError(f"cannot load a tokenizer from '{name_or_path}': {exc}; save the "
+                                  "model's tokenizer in that folder") from None
         log.warning("no tokenizer saved with %s (%s); the output folder will have none", name_or_path, exc)
         return None
 
@@ -125,13 +126,16 @@ def load_model(
         labels = {k: v for k, v in kwargs.items() if k in ("num_labels", "id2label", "label2id")}
         config = AutoConfig.from_pretrained(source, **labels)
     except OSError as exc:
-        raise CheckpointError(f"cannot load a model config from '{name_or_path}': {exc}") from None
+        raise CheckpointError(f"cannot load a model config from '{name_or_path}': {exc}; pass a "
+                              "model folder with a config.json, a hub id or a built-in alias (`pruneofa data list`)"
+                              ) from None
     cls = model_class(config, head)
     try:
         with quiet_transformers():
             model, info = cls.from_pretrained(source, config=config, output_loading_info=True)
     except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
-        raise CheckpointError(f"cannot load model '{name_or_path}': {exc}") from None
+        raise CheckpointError(f"cannot load model '{name_or_path}': {exc}; check that its weights "
+                              "are complete (save the model again)") from None
     missing = sorted(info.get("missing_keys", []))
     if missing:
         log.info("%s: %d weights not in the checkpoint, newly initialised (e.g. %s)", name_or_path, len(missing),
@@ -181,7 +185,7 @@ def read_tensors(folder: str | Path, keep: Callable[[str], bool] = lambda _key: 
                     if keep(key):
                         out[key] = handle.get_tensor(key)
         except (OSError, SafetensorError) as exc:
-            raise CheckpointError(f"cannot read '{file}': {exc}") from None
+            raise CheckpointError(f"cannot read '{file}': {exc}; save the model again") from None
     return out
 
 
@@ -238,7 +242,8 @@ def restore_masks(model: nn.Module, folder: str | Path) -> Sparsifier | None:
     masks = read_masks(folder, model)
     if not meta_file.is_file():
         if masks:
-            raise CheckpointError(f"'{folder}' holds masks but no {SPARSITY_FILE}")
+            raise CheckpointError(f"'{folder}' holds masks but no {SPARSITY_FILE}; save it again with "
+                                  "pruneofa.save_model (it writes both)")
         return None
     meta = json.loads(meta_file.read_text())
     modules = dict(model.named_modules())
@@ -247,7 +252,8 @@ def restore_masks(model: nn.Module, folder: str | Path) -> Sparsifier | None:
         mapped = model_module_name(model, name, modules)
         found = masks.get(f"{mapped}.{info['param']}{MASK_SUFFIX}") if mapped is not None else None
         if found is None:
-            raise CheckpointError(f"'{folder}' has no saved mask for layer '{name}'")
+            raise CheckpointError(f"'{folder}' has no saved mask for layer '{name}'; save it again with "
+                                  "pruneofa.save_model")
         attach_mask(modules[mapped], info["param"], found)
         layers[mapped] = info
     _refuse_drift(folder)  # before the Sparsifier re-masks the weights, which would hide a revived weight
@@ -326,17 +332,19 @@ def audit_folder(folder: str | Path) -> Any:
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise CheckpointError(f"model folder '{folder}' does not exist")
+        raise CheckpointError(f"model folder '{folder}' does not exist: check the path")
     if not _safetensors_files(folder):
-        raise CheckpointError(f"'{folder}' holds no model.safetensors")
+        raise CheckpointError(f"'{folder}' holds no model.safetensors: pass a model folder saved with "
+                              "safetensors (save_pretrained's default)")
     meta_file = folder / SPARSITY_FILE
     if not meta_file.is_file():
-        raise CheckpointError(f"'{folder}' was not written by pruneofa: it has no {SPARSITY_FILE}")
+        raise CheckpointError(f"'{folder}' was not written by pruneofa: it has no {SPARSITY_FILE}; "
+                              "audit a stage folder of `pruneofa run` or the --out of `pruneofa prune`")
     # no checksum check here: `pruneofa audit` is the tool that shows, layer by layer, what an edit changed
     try:
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
-        raise CheckpointError(f"'{meta_file}' is corrupt: {exc}") from None
+        raise CheckpointError(f"'{meta_file}' is corrupt: {exc}; save the model again") from None
     pattern = get_pattern(meta["pattern"])
     tensors = read_tensors(folder)
     report = AuditReport(where=str(folder))
@@ -344,7 +352,8 @@ def audit_folder(folder: str | Path) -> Any:
         weight_key = f"{name}.{info['param']}"
         mask_key = weight_key + MASK_SUFFIX
         if weight_key not in tensors or mask_key not in tensors:
-            raise CheckpointError(f"'{folder}' lacks '{weight_key if weight_key not in tensors else mask_key}'")
+            raise CheckpointError(f"'{folder}' lacks '{weight_key if weight_key not in tensors else mask_key}'; "
+                                  "save the model again")
         report.layers.append(
             audit_layer(
                 name,

@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tests.reports.test_reports import run_dir  # noqa: F401 - the synthetic run, a pytest fixture
+from tests.reports.test_reports import run_dir, task_run_dir  # noqa: F401 - the synthetic run, pytest fixtures
 
 from pruneofa.reports import build_report
 
@@ -60,9 +60,9 @@ def _artifact_dir(tmp_path: Path) -> Path:
     return folder
 
 
-def test_report_renders_in_a_real_browser(run_dir, tmp_path, capsys):  # noqa: F811 - the fixture above
+def test_report_renders_in_a_real_browser(task_run_dir, tmp_path, capsys):  # noqa: F811 - the fixture above
     browser = _browser()
-    page = build_report(run_dir).with_name("report.html")
+    page = build_report(task_run_dir).with_name("report.html")
     html = page.read_text()
     assert "<script" not in html  # the product page itself runs no script; the probe below is the test's
     probed = tmp_path / "probed.html"

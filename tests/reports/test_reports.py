@@ -89,6 +89,36 @@ def run_dir(tmp_path) -> Path:
     return run
 
 
+def _task_stage(run: Path, name: str, evals: dict, accuracies: list[float], sparse: bool) -> None:
+    """A finetune/transfer/qat stage folder of the polarity task: train and eval lines, summary, masks if sparse."""
+    steps = 40
+    records = [{"stage": name, "phase": name, "step": s + 1, "lr": 5e-5 * (1 - s / steps), "loss": 0.7 - s / 100,
+                "loss_task": 0.7 - s / 100, "sparsity": 0.9 if sparse else 0.0, "step_time": 0.3}
+               for s in range(steps)]
+    records += [{"stage": name, "phase": "eval", "of": name, "step": (i + 1) * steps // len(accuracies),
+                 "eval": {"dev": {"accuracy": a}}} for i, a in enumerate(accuracies)]
+    _write_jsonl(run / name / "metrics.jsonl", records)
+    task = {"name": "polarity", "kind": "classification", "label_names": ["negative", "positive"],
+            "metrics": ["accuracy"], "primary_metric": "accuracy"}
+    summary = {"stage": name, "task": task, "eval": evals, "seconds": 41.0, "steps": steps}
+    if sparse:
+        summary["sparsity"] = {"sparsity": 0.9, "ok": True}
+        (run / name / "pruneofa_sparsity.json").write_text(json.dumps(_sparsity_json()))
+    (run / name / "summary.json").write_text(json.dumps(summary))
+
+
+@pytest.fixture
+def task_run_dir(run_dir) -> Path:
+    """The synthetic run carried on to a task: dense finetune (the task teacher), sparse transfer, QAT."""
+    _task_stage(run_dir, "finetune", {"before": {"dev": {"accuracy": 50.0}}, "after": {"dev": {"accuracy": 84.5}}},
+                [71.0, 84.5], sparse=False)
+    _task_stage(run_dir, "transfer", {"before": {"dev": {"accuracy": 49.5}}, "after": {"dev": {"accuracy": 82.25}}},
+                [68.0, 82.25], sparse=True)
+    _task_stage(run_dir, "qat", {"fp32_sparse": {"dev": {"accuracy": 82.25}}, "after": {"dev": {"accuracy": 81.75}}},
+                [81.75], sparse=True)
+    return run_dir
+
+
 def _assert_png(path: Path) -> None:
     data = path.read_bytes()
     assert data[:8] == PNG_SIGNATURE, path
@@ -105,7 +135,7 @@ def test_report_writes_every_plot_and_links_them(run_dir):
     figures = run_dir / "report" / "figures"
     expected = {"teacher_lr.png", "teacher_losses.png", "teacher_eval.png", "pretrain_sparsity_schedule.png",
                 "pretrain_lr.png", "pretrain_losses.png", "pretrain_eval.png", "pretrain_layer_sparsity.png",
-                "pretrain_sparsity_heatmap.png"}
+                "pretrain_sparsity_heatmap.png", "pretrain_vs_dense.png"}
     assert {p.name for p in figures.iterdir()} == expected  # dense teacher: no sparsity plots
     for png in figures.iterdir():
         _assert_png(png)
@@ -139,6 +169,39 @@ def test_report_opens_with_what_sparsity_cost_and_formats_every_number(run_dir):
     assert "{'" not in md  # no raw dicts: teacher/student are eval columns
     assert "| eval metric | teacher | student | last eval (step 119) |" in md and "| `loss` | 3.25 | 3.5 |" in md
     assert "teacher_sparsity_schedule.png" not in md  # a flat 0 schedule carries no information
+
+
+def test_every_sparse_stage_is_compared_with_its_dense_baseline(task_run_dir):
+    md = build_report(task_run_dir).read_text()
+    stages = {title: body for title, body in re.findall(r"## Stage `(\w+)`\n(.*?)(?=\n## |\Z)", md, re.S)}
+    assert set(stages) == {"teacher", "pretrain", "finetune", "transfer", "qat"}
+    for dense in ("teacher", "finetune"):  # a dense stage is the baseline, it has none
+        assert "dense baseline" not in stages[dense] and f"{dense}_vs_dense.png" not in stages[dense]
+    pretrain, transfer, qat = stages["pretrain"], stages["transfer"], stages["qat"]
+    assert "Against the dense baseline `teacher`" in pretrain
+    assert ("| `mlm_accuracy` | masked-token accuracy (%) | 50 | 33 | -17.00 points, worse |") in pretrain
+    assert "| metric | unit | dense `finetune` | `transfer` | difference |" in transfer
+    assert "| `dev.accuracy` | dev accuracy (%) | 84.5 | 82.25 | -2.25 points, worse |" in transfer
+    assert "| metric | unit | dense `finetune` | `qat` before QAT (fp32) | `qat` | difference |" in qat
+    assert "| `dev.accuracy` | dev accuracy (%) | 84.5 | 82.25 | 81.75 | -2.75 points, worse |" in qat
+    for name in ("pretrain", "transfer", "qat"):
+        assert f"figures/{name}_vs_dense.png" in stages[name]
+        _assert_png(task_run_dir / "report" / "figures" / f"{name}_vs_dense.png")
+
+
+def test_metric_units_and_differences():
+    from pruneofa.reports.baseline import Comparison, unit_of
+
+    assert unit_of("mlm_accuracy").label == "masked-token accuracy (%)" and unit_of("mlm_accuracy").scale == 100
+    assert unit_of("dev_matched.accuracy").label == "dev_matched accuracy (%)"
+    assert unit_of("dev.f1").label == "dev F1 (%)" and unit_of("dev.exact_match").points
+    assert not unit_of("loss").higher_is_better and unit_of("loss").label == "eval loss (nats per token)"
+    assert unit_of("something_new").label == "something_new"
+    comparison = Comparison("pretrain", "teacher", ["a", "b"], ["a", "b"], ["perplexity", "loss", "mlm_accuracy"],
+                            [[20.0, 25.0], [3.0, 2.5], [40.0, 40.0]])
+    assert comparison.difference(0) == "+5 (x1.25), worse"
+    assert comparison.difference(1) == "-0.5, better"
+    assert comparison.difference(2) == "+0.00 points"
 
 
 def test_heatmap_grid_reads_layer_and_module_from_names():

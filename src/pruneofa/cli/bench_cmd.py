@@ -116,11 +116,14 @@ def _replot(path: Path) -> int:
     try:
         result = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise PruneofaError(f"--replot: '{path}' does not exist") from None
+        raise PruneofaError(f"--replot: '{path}' does not exist: pass the JSON that "
+                            "`pruneofa bench --out` wrote") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PruneofaError(f"--replot: '{path}' is not a bench JSON ({exc})") from None
+        raise PruneofaError(f"--replot: '{path}' is not a bench JSON ({exc}): pass the JSON that "
+                            "`pruneofa bench --out` wrote") from None
     png = plot_bench(result if isinstance(result, dict) else {}, path.with_suffix(".png"))
     if png is None:
-        raise PruneofaError(f"--replot: '{path}' has no benchmark rows to plot")
+        raise PruneofaError(f"--replot: '{path}' has no benchmark rows to plot: run `pruneofa bench` "
+                            "again to measure some")
     print(f"wrote {png}")
     return 0

@@ -61,7 +61,7 @@ def resolve_model_folder(source: str | Path) -> Path:
 
     path = Path(source)
     if not path.is_dir():
-        raise PruneofaError(f"'{path}' is not a folder")
+        raise PruneofaError(f"'{path}' is not a folder: pass a run folder, a stage folder or a saved model folder")
     if (path / SPARSITY_FILE).is_file():
         return path
     for stage in STAGE_PREFERENCE:
@@ -100,7 +100,8 @@ def _run(args: argparse.Namespace) -> int:
         raise PruneofaError(f"'{folder}' has no masks: export expects a pruned model")
     sparsifier.check(f"export of {folder}")
     if args.seq_len < 1 or args.batch < 1:
-        raise PruneofaError(f"--seq-len and --batch take positive integers, got {args.seq_len} and {args.batch}")
+        raise PruneofaError(f"--seq-len and --batch take positive integers, got {args.seq_len} and {args.batch}: pass "
+                             "values of 1 or more")
     max_len = getattr(model.config, "max_position_embeddings", None)
     if args.onnx and max_len is not None and args.seq_len > max_len:
         raise PruneofaError(f"--seq-len {args.seq_len} is over the model's maximum of {max_len} positions; "

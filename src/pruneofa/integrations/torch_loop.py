@@ -1,4 +1,5 @@
-"""Trainer-agnostic pieces every adapter shares: the GMP mask update and the rewinding LR scheduler.
+"""Trainer-agnostic pieces every adapter shares: the GMP mask update (`Sparsifier.on_step`, logged) and the
+rewinding LR scheduler.
 
 Both follow the step convention of `pruneofa.pruning.schedule`: `step` is the number of *completed*
 optimizer steps, and a mask update at step `c` happens before step c+1 trains. Keeping these two
@@ -20,16 +21,15 @@ log = logging.getLogger(__name__)
 
 
 def update_masks(sparsifier: Sparsifier, schedule: GMPSchedule | None, step: int) -> float | None:
-    """Prune to the scheduled sparsity if `step` is an update step; return the new target, else None.
+    """`sparsifier.on_step(step, schedule)`, the per-step hook every loop shares, with a log line on an update.
 
-    Call it once per optimizer step, before that step's micro-batches (the reference loop's order).
-    The sparsifier zeroes the optimizer state of newly pruned entries of every bound optimizer.
+    Call it once per optimizer step, before that step's micro-batches (the reference loop's order);
+    returns the new target at an update step, else None. The sparsifier zeroes the optimizer state of
+    newly pruned entries of every bound optimizer.
     """
-    if schedule is None or not schedule.is_update_step(step):
-        return None
-    target = schedule.sparsity_at(step)
-    sparsifier.prune_to(target)
-    log.info("step %d: masks updated to sparsity %.4f", step, target)
+    target = sparsifier.on_step(step, schedule)
+    if target is not None:
+        log.info("step %d: masks updated to sparsity %.4f", step, target)
     return target
 
 

@@ -61,7 +61,8 @@ class Unstructured(Pattern):
 
     def check_shape(self, shape: tuple[int, ...], in_axis: int, layer: str) -> None:
         if math.prod(shape) == 0:
-            raise TargetError(f"layer '{layer}' has an empty weight {tuple(shape)}")
+            raise TargetError(f"layer '{layer}' has an empty weight {tuple(shape)}; leave it out with "
+                              "masks.targets.exclude")
 
     def group_view(self, tensor: torch.Tensor, in_axis: int) -> torch.Tensor:
         return tensor.reshape(-1, 1)

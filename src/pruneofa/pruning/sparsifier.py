@@ -1,9 +1,11 @@
 """`Sparsifier`: owns the masks of one model. Trainer-agnostic; adapters call it from their loops.
 
-Lifecycle: construct (select targets, attach all-True masks) -> `prune_to(s)` any number of times
-(or never, when masks come from a checkpoint) -> `lock()` for stages that must keep the pattern ->
-`check()` at every stage boundary. `metadata()` is what a saved model folder carries beside its
-weights (`pruneofa_sparsity.json`): per-layer pattern, target and exact expected zero count.
+Lifecycle: construct (select targets, attach all-True masks) -> `bind_optimizer` (re-mask after every
+real step) -> `on_step(step, schedule)` once per optimizer step in every training loop (the GMP mask
+update; outside a loop, `prune_to(s)` any number of times; never when masks come from a checkpoint)
+-> `lock()` for stages that must keep the pattern -> `check()` at every stage boundary. `metadata()`
+is what a saved model folder carries beside its weights (`pruneofa_sparsity.json`): per-layer
+pattern, target and exact expected zero count.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pruneofa.masks.audit import AuditReport, audit_layer
 from pruneofa.masks.core import apply_masks_, attach_mask, get_mask, zero_masked_optimizer_state_
 from pruneofa.pruning.magnitude import magnitude_masks
 from pruneofa.pruning.patterns import get_pattern
+from pruneofa.pruning.schedule import GMPSchedule
 from pruneofa.pruning.targets import LayerRef, select_targets
 
 METADATA_FORMAT = 1
@@ -53,7 +56,8 @@ class Sparsifier:
     def prune_to(self, sparsity: float) -> None:
         """Recompute every mask by magnitude at `sparsity` and zero what it prunes (weights and optimizer state)."""
         if self.locked:
-            raise PruneofaError("the sparsity pattern is locked: masks cannot be recomputed in this stage")
+            raise PruneofaError("the sparsity pattern is locked: masks cannot be recomputed in this stage; "
+                                "prune in a stage that is not locked (pretrain, prune, or transfer.schedule)")
         if not 0.0 <= sparsity < 1.0:
             raise PruneofaError(f"sparsity must be in [0, 1), got {sparsity}")
         new = magnitude_masks(self.layers, sparsity, self.pattern, self.config.allocation)
@@ -66,6 +70,22 @@ class Sparsifier:
         apply_masks_(self.model)
         for optimizer in self._optimizers:
             zero_masked_optimizer_state_(optimizer, self.model)
+
+    def on_step(self, step: int, schedule: GMPSchedule | None) -> float | None:
+        """The per-step hook: every training loop calls it once per optimizer step, before that step's
+        micro-batches (`step`: optimizer steps completed, as in `pruning.schedule`).
+
+        At an update step of `schedule` the masks are recomputed at its sparsity (weights and optimizer
+        state of newly pruned entries zeroed); returns that target, else None (also with no schedule).
+        Re-masking after the step is the post-step hook of `bind_optimizer`. The reference loop
+        (`train/loop.py`), `integrations.torch_loop.update_masks` and the Hugging Face callback all go
+        through here, so they update masks at the same steps.
+        """
+        if schedule is None or not schedule.is_update_step(step):
+            return None
+        target = schedule.sparsity_at(step)
+        self.prune_to(target)
+        return target
 
     def lock(self) -> None:
         """Freeze the pattern: from now on a zero stays zero and `prune_to` refuses to run."""
@@ -83,7 +103,8 @@ class Sparsifier:
         for layer in self.layers:
             mask = get_mask(layer.module, layer.param_name)
             if mask is None:
-                raise PruneofaError(f"layer '{layer.name}' lost its mask (a module swap dropped the buffer?)")
+                raise PruneofaError(f"layer '{layer.name}' lost its mask (a module swap dropped the buffer?); "
+                                    "carry the `<param>_mask` buffer over to the new module")
             target = self.targets[layer.name]
             report.layers.append(
                 audit_layer(
@@ -149,15 +170,18 @@ class Sparsifier:
     def from_metadata(cls, model: nn.Module, meta: dict[str, Any]) -> Sparsifier:
         """Rebuild the sparsifier of a loaded model whose mask buffers are already in place."""
         if meta.get("format") != METADATA_FORMAT:
-            raise CheckpointError(f"unsupported sparsity metadata format {meta.get('format')!r}")
+            raise CheckpointError(f"unsupported sparsity metadata format {meta.get('format')!r}; save the "
+                                  "model again with this pruneofa")
         modules = dict(model.named_modules())
         layers = []
         for name, info in meta["layers"].items():
             if name not in modules:
-                raise CheckpointError(f"sparsity metadata names layer '{name}', which the model does not have")
+                raise CheckpointError(f"sparsity metadata names layer '{name}', which the model does not "
+                                      "have; load it with the architecture and head it was saved with")
             layer = LayerRef(name, modules[name], info["param"], int(info["in_axis"]))
             if get_mask(layer.module, layer.param_name) is None:
-                raise CheckpointError(f"layer '{name}' has no saved mask")
+                raise CheckpointError(f"layer '{name}' has no saved mask; save the model again with "
+                                      "pruneofa.save_model")
             layers.append(layer)
         config = SparsityConfig.model_validate(
             {"pattern": meta["pattern"], "allocation": meta["allocation"], "targets": meta["targets"]}

@@ -59,6 +59,7 @@ def select_targets(model: nn.Module, cfg: TargetsConfig) -> list[LayerRef]:
     if not candidates:
         raise TargetError(
             f"no {'/'.join(cfg.types)} layer found" + (f" under '{prefix[:-1]}'" if prefix else "")
+            + ": set masks.targets.types (or the prefix) to the model's layer classes"
         )
     example = candidates[0].name
 
@@ -68,7 +69,8 @@ def select_targets(model: nn.Module, cfg: TargetsConfig) -> list[LayerRef]:
             try:
                 regex = re.compile(pattern)
             except re.error as exc:
-                raise TargetError(f"{field} pattern '{pattern}' is not a valid regex: {exc}") from None
+                raise TargetError(f"{field} pattern '{pattern}' is not a valid regex: {exc}; fix it "
+                                  "(a Python regex on whole module names)") from None
             if not any(regex.fullmatch(c.name) for c in candidates):
                 raise TargetError(
                     f"{field} pattern '{pattern}' matches no layer (patterns match whole module names, "
@@ -86,5 +88,6 @@ def select_targets(model: nn.Module, cfg: TargetsConfig) -> list[LayerRef]:
         and not any(r.fullmatch(c.name) for r in excludes)
     ]
     if not chosen:
-        raise TargetError("the include/exclude patterns leave no layer to prune")
+        raise TargetError("the include/exclude patterns leave no layer to prune: narrow exclude or "
+                          "widen include (`pruneofa audit MODEL` lists the layer names)")
     return chosen

@@ -126,14 +126,16 @@ def load_qat_model(folder: str | Path, head: str = "auto") -> tuple[nn.Module, S
     folder = Path(folder)
     meta_file = folder / QAT_FILE
     if not meta_file.is_file():
-        raise CheckpointError(f"'{folder}' is not a QAT folder: it has no {QAT_FILE}")
+        raise CheckpointError(f"'{folder}' is not a QAT folder: it has no {QAT_FILE}; pass the qat "
+                              "stage folder of a run")
     try:
         meta = json.loads(meta_file.read_text())
         cfg = QATConfig.model_validate(meta["config"])
     except (ValueError, KeyError) as exc:
-        raise CheckpointError(f"'{meta_file}' is invalid: {exc}") from None
+        raise CheckpointError(f"'{meta_file}' is invalid: {exc}; run the qat stage again") from None
     if meta.get("format") != QAT_FORMAT:
-        raise CheckpointError(f"'{meta_file}': unsupported QAT format {meta.get('format')!r}")
+        raise CheckpointError(f"'{meta_file}': unsupported QAT format {meta.get('format')!r}; run the "
+                              "qat stage again with this pruneofa")
     model, sparsifier, _ = load_model(str(folder), head=head)
     prepare_qat_(model, cfg, sparsifier)
     state = read_tensors(folder, lambda key: any(marker in key for marker in _FQ_MARKERS))
@@ -155,7 +157,9 @@ def load_fake_quant_state_(model: nn.Module, state: dict[str, torch.Tensor], whe
                 break
     missing = sorted(expected - set(found))
     if missing:
-        raise CheckpointError(f"'{where}' lacks fake-quant state for {len(missing)} tensors (e.g. '{missing[0]}')")
+        raise CheckpointError(f"'{where}' lacks fake-quant state for {len(missing)} tensors (e.g. "
+                              f"'{missing[0]}'); run the qat stage again")
     result = model.load_state_dict(found, strict=False)
     if result.unexpected_keys:
-        raise CheckpointError(f"'{where}': unexpected fake-quant keys {result.unexpected_keys[:3]}")
+        raise CheckpointError(f"'{where}': unexpected fake-quant keys {result.unexpected_keys[:3]}; load "
+                              "it with the head it was trained with, or run the qat stage again")

@@ -19,14 +19,14 @@ _FINAL_EVALS = ("after", "student", "fp32_sparse", "before", "teacher")
 _LAYER = re.compile(r"^(?P<pre>.*?)\.(?:layer|layers|h|block|blocks)\.(?P<i>\d+)\.(?P<module>.+)$")
 
 
-def _flat_numbers(data: Any, prefix: str = "") -> dict[str, float]:
+def flat_numbers(data: Any, prefix: str = "") -> dict[str, float]:
     if isinstance(data, (int, float)) and not isinstance(data, bool):
         return {prefix: float(data)}
     if not isinstance(data, dict):
         return {}
     out: dict[str, float] = {}
     for key, value in data.items():
-        out.update(_flat_numbers(value, f"{prefix}.{key}" if prefix else str(key)))
+        out.update(flat_numbers(value, f"{prefix}.{key}" if prefix else str(key)))
     return out
 
 
@@ -35,16 +35,26 @@ def task_of(stage: StageData) -> str:
     return str(task.get("name")) if isinstance(task, dict) and task.get("name") else "masked-LM"
 
 
-def headline(stage: StageData) -> tuple[str, float] | None:
-    """(metric name, value) of a stage's final eval, or None if it has no eval."""
+def stage_evals(stage: StageData) -> dict[str, Any]:
+    """The evals of a stage's summary by name ("before", "after", "student", ...), else its last logged eval."""
     evals = stage.summary.get("eval")
     if not isinstance(evals, dict):  # the older layout: eval_before / eval_after
         evals = {k.removeprefix("eval_"): v for k, v in stage.summary.items() if k.startswith("eval_")}
     if not evals:
         last = stage.last_eval()
         evals = {"after": last} if last else {}
-    final = next((evals[k] for k in _FINAL_EVALS if isinstance(evals.get(k), dict)), None)
-    flat = _flat_numbers(final)
+    return evals
+
+
+def final_eval(stage: StageData) -> dict[str, float]:
+    """Every number of a stage's final eval, flat ('dev.accuracy', 'mlm_accuracy'); empty if it has none."""
+    evals = stage_evals(stage)
+    return flat_numbers(next((evals[k] for k in _FINAL_EVALS if isinstance(evals.get(k), dict)), None))
+
+
+def headline(stage: StageData) -> tuple[str, float] | None:
+    """(metric name, value) of a stage's final eval, or None if it has no eval."""
+    flat = final_eval(stage)
     task = stage.summary.get("task")
     wanted = [str(task.get("primary_metric"))] if isinstance(task, dict) and task.get("primary_metric") else []
     for name in [*wanted, "mlm_accuracy", "accuracy", "f1", "exact_match"]:
@@ -68,15 +78,23 @@ def _is_sparse(stage: StageData) -> bool:
     return overall is not None and overall > 0
 
 
+def dense_baseline(stages: list[StageData], stage: StageData) -> StageData | None:
+    """The dense baseline of a sparse `stage`: the last earlier dense stage of the same task with an eval."""
+    if not _is_sparse(stage):
+        return None
+    index = next(i for i, s in enumerate(stages) if s is stage)
+    return next((s for s in reversed(stages[:index]) if task_of(s) == task_of(stage) and not _is_sparse(s)
+                 and headline(s)), None)
+
+
 def _cost_rows(stages: list[StageData]) -> list[list[str]]:
     rows = []
-    for i, stage in enumerate(stages):
+    for stage in stages:
         head = headline(stage)
-        dense = next((s for s in reversed(stages[:i]) if task_of(s) == task_of(stage) and not _is_sparse(s)
-                      and headline(s)), None)
+        dense = dense_baseline(stages, stage)
         base = headline(dense) if dense is not None else None
         delta = "-"
-        if head and base and _is_sparse(stage) and base[0] == head[0]:
+        if head and base and base[0] == head[0]:
             delta = f"{head[1] - base[1]:+.4g} vs `{dense.name}`"  # type: ignore[union-attr]
         sparsity = stage.overall_sparsity()
         rows.append([f"`{stage.name}`", task_of(stage), f"{sparsity:.1%}" if sparsity is not None else "dense",
@@ -87,7 +105,7 @@ def _cost_rows(stages: list[StageData]) -> list[list[str]]:
 def _size_rows(size: dict[str, Any]) -> list[list[str]]:
     """`pruneofa size --json` output: every top-level number in bytes is shown in MiB."""
     rows = []
-    for key, value in _flat_numbers(size).items():
+    for key, value in flat_numbers(size).items():
         if "bytes" in key or key.endswith(("size", "_b")):
             rows.append([f"`{key}`", f"{value / 2**20:.2f} MiB"])
         else:

@@ -25,8 +25,9 @@ _DPI = 110
 _LOSS_COLORS = {"loss": "black", "loss_mlm": "tab:blue", "loss_kd": "tab:orange", "loss_hidden": "tab:green"}
 _PHASE_STYLES = ("-", "--", ":", "-.")
 # Eval metrics drawn first and how they are labelled; others follow in name order.
-_EVAL_LABELS = {"mlm_accuracy": "masked-token accuracy", "perplexity": "perplexity (log scale)", "accuracy": "accuracy",
-                "f1": "F1", "loss": "eval loss"}
+_EVAL_LABELS = {"mlm_accuracy": "masked-token accuracy (fraction)", "perplexity": "perplexity (log scale)",
+                "accuracy": "accuracy (%)", "exact_match": "exact match (%)", "f1": "F1 (%)",
+                "loss": "eval loss (nats per token)"}
 _LOG_METRICS = {"perplexity"}
 
 # (regex on the part after the layer index, short name). BERT/RoBERTa, DistilBERT, GPT-2 style names.
@@ -229,15 +230,34 @@ def plot_losses(
     return _save(fig, out_path)
 
 
+def _flat_eval(result: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A task's {split: {metric: value}} as {'split.metric': value}; a masked-LM eval is flat already."""
+    out: dict[str, Any] = {}
+    for key, value in result.items():
+        if isinstance(value, dict):
+            out.update(_flat_eval(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _eval_label(name: str) -> str:
+    split, _, metric = name.rpartition(".")
+    label = _EVAL_LABELS.get(metric, metric)
+    return f"{split} {label}" if split else label
+
+
 def eval_metric_names(records: Sequence[Record]) -> list[str]:
-    """Numeric eval metrics, known ones first; 'loss' is dropped when perplexity (exp of it) is there."""
+    """Numeric eval metrics ('dev.accuracy' for a task split), known ones first; 'loss' is dropped when
+    perplexity (exp of it) is there."""
     names: list[str] = []
     for r in records:
         if r.get("phase") == "eval" and isinstance(r.get("eval"), dict):
-            names += [k for k, v in r["eval"].items() if _number(v) is not None and k not in names]
+            names += [k for k, v in _flat_eval(r["eval"]).items() if _number(v) is not None and k not in names]
     if "perplexity" in names and "loss" in names:
         names.remove("loss")
-    return [k for k in _EVAL_LABELS if k in names] + sorted(k for k in names if k not in _EVAL_LABELS)
+    known = [n for key in _EVAL_LABELS for n in names if n.rpartition(".")[2] == key]
+    return known + sorted(n for n in names if n not in known)
 
 
 def plot_eval(
@@ -247,15 +267,15 @@ def plot_eval(
     names = eval_metric_names(records)[:max_panels]
     if not names:
         return None
-    evals = [r for r in records if r.get("phase") == "eval" and isinstance(r.get("eval"), dict)
-             and _number(r.get("step")) is not None]
+    evals = [{"step": r["step"], "eval": _flat_eval(r["eval"])} for r in records
+             if r.get("phase") == "eval" and isinstance(r.get("eval"), dict) and _number(r.get("step")) is not None]
     fig = Figure(figsize=(3.8 * len(names) + 0.5, 3.8), layout="constrained")
     axes = fig.subplots(1, len(names), squeeze=False)[0]
     for ax, name in zip(axes, names, strict=True):
         xs = [float(r["step"]) for r in evals if _number(r["eval"].get(name)) is not None]
         ys = [float(r["eval"][name]) for r in evals if _number(r["eval"].get(name)) is not None]
         ax.plot(xs, ys, marker="o", markersize=3.5, color="tab:blue")
-        if name in _LOG_METRICS and ys and min(ys) > 0:
+        if name.rpartition(".")[2] in _LOG_METRICS and ys and min(ys) > 0:
             ax.set_yscale("log")
             # Plain numbers ('20', '30') rather than '2x10^1': perplexities rarely span a full decade.
             ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
@@ -267,7 +287,7 @@ def plot_eval(
                         xytext=(-4, -6 if falling else 6), ha="right", va="top" if falling else "bottom",
                         fontsize="small")
         ax.set_xlabel("optimizer step")
-        ax.set_ylabel(_EVAL_LABELS.get(name, name))
+        ax.set_ylabel(_eval_label(name))
         ax.grid(alpha=0.3, which="both")
     fig.suptitle(_title("evaluation", stage))
     return _save(fig, out_path)

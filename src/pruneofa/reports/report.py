@@ -23,7 +23,7 @@ from typing import Any
 
 from pruneofa.errors import PruneofaError
 from pruneofa.fsutil import atomic_dir
-from pruneofa.reports import answer, plots
+from pruneofa.reports import answer, baseline, plots
 from pruneofa.reports.document import (
     Block,
     Code,
@@ -182,6 +182,19 @@ def eval_table(ctx: ReportContext, stage: StageData) -> list[Block]:
         metrics += [k for k in values if k not in metrics]
     rows = [[f"`{m}`"] + [format_value(values.get(m)) for values in cols.values()] for m in metrics]
     return [Table(["eval metric", *[f"`{c}`" if c.startswith("eval") else c for c in cols]], rows)]
+
+
+@register_stage_section
+def against_dense_baseline(ctx: ReportContext, stage: StageData) -> list[Block]:
+    """A sparse stage's every final metric beside its dense baseline's: a table (with the difference) and bars."""
+    comparison = baseline.compare(ctx.run.stages, stage)
+    if comparison is None:
+        return []
+    header = ["metric", "unit", *comparison.columns, "difference"]
+    path = baseline.plot_comparison(comparison, ctx.figure(stage, "vs_dense"))
+    return [Text(f"Against the dense baseline `{comparison.baseline}` (final evaluations):"),
+            Table(header, baseline.table_rows(comparison)),
+            Image(ctx.rel(path), f"{stage.name}: metrics against the dense baseline {comparison.baseline}")]
 
 
 def _plot_section(

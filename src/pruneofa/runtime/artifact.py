@@ -80,9 +80,11 @@ def canonical(manifest: dict[str, Any]) -> bytes:
 def read_manifest(folder: Path) -> dict[str, Any]:
     path = folder / MANIFEST
     if not folder.is_dir():
-        raise CheckpointError(f"artifact folder '{folder}' does not exist")
+        raise CheckpointError(f"artifact folder '{folder}' does not exist: check the path, or "
+                              f"{EXPORT_AGAIN}")
     if not path.is_file():
-        raise CheckpointError(f"'{folder}' is not a pruneofa artifact: it has no {MANIFEST}")
+        raise CheckpointError(f"'{folder}' is not a pruneofa artifact: it has no {MANIFEST}; pass the "
+                              "--out folder of `pruneofa export`")
     try:
         manifest = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
@@ -168,12 +170,22 @@ def unpack_index(index: np.ndarray, info: dict[str, Any], shape: tuple[int, int]
 MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError)
 
 
+EXPORT_AGAIN = "export the model again (`pruneofa export RUN_OR_MODEL --out DIR`)"
+
+
 def read_artifact(folder: str | Path) -> Artifact:
     """Validate and read `folder` (see the module docstring for what is checked)."""
     try:
         return _read_artifact(Path(folder))
     except MALFORMED as exc:
         raise malformed(folder, exc) from None
+    except CheckpointError as exc:
+        raise with_next_step(exc) from None
+
+
+def with_next_step(exc: CheckpointError) -> CheckpointError:
+    """An artifact's files are the exporter's, so a damaged or unreadable one is fixed by a fresh export."""
+    return exc if "export" in str(exc) else CheckpointError(f"{exc}; {EXPORT_AGAIN}")
 
 
 def malformed(folder: str | Path, exc: Exception) -> CheckpointError:

@@ -57,7 +57,8 @@ class Encoder:
         self.eps = float(cfg[n.eps]) if n.eps else 1e-12
         act = cfg.get(n.act, "gelu")
         if act not in ops.ACTIVATIONS:
-            raise CheckpointError(f"activation '{act}' is not supported by the runtime ({sorted(ops.ACTIVATIONS)})")
+            raise CheckpointError(f"activation '{act}' is not supported by the runtime "
+                                  f"({sorted(ops.ACTIVATIONS)}); run it in PyTorch with pruneofa.load(DIR)")
         self.act = ops.ACTIVATIONS[act]
         self.art, self.mode_for, self.pattern_for = art, mode_for, pattern_for
         fmt = lambda s, i=0: s.format(p=prefix, i=i)  # noqa: E731

@@ -66,7 +66,8 @@ class SparseModel:
         arch = str(man.get("architecture"))
         self.head = next((h for h in _HEADS if arch.endswith(h)), None)
         if self.head is None:
-            raise CheckpointError(f"head '{arch}' is not supported by the runtime (supported: *{', *'.join(_HEADS)})")
+            raise CheckpointError(f"head '{arch}' is not supported by the runtime (supported: "
+                                  f"*{', *'.join(_HEADS)}); run it in PyTorch with pruneofa.load(DIR)")
 
         def mode_for(act: dict | None) -> str:
             if activations == "auto":

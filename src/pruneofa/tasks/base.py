@@ -136,7 +136,8 @@ class TaskData:
     def __post_init__(self) -> None:
         missing = [s for s in self.spec.eval_splits if s not in self.evals]
         if missing:
-            raise TaskError(f"task {self.spec.name!r}: eval split(s) {missing} were not loaded")
+            raise TaskError(f"task {self.spec.name!r}: eval split(s) {missing} were not loaded; "
+                            "provide their files in task.data_dir")
 
     def counts(self) -> dict[str, int]:
         return {"train": len(self.train), **{k: len(v) for k, v in self.evals.items()}}

@@ -109,7 +109,8 @@ def _pairs(docs: Sequence[Document], rng: random.Random, min_words: int, tag: st
     sentences = [[d.text[s:e] for s, e in split_sentences(d.text)] for d in docs]
     pool = [(a, s) for a, sents in enumerate(sentences) for s in sents if len(s.split()) >= min_words]
     if len({a for a, _ in pool}) < 2:
-        raise TaskError("wiki-pairs needs at least two articles with usable sentences on each side")
+        raise TaskError("wiki-pairs needs at least two articles with usable sentences on each side; "
+                        "lower task.options.min_words or raise max_articles")
     examples = []
     for a, sents in enumerate(sentences):
         for first, second in itertools.pairwise(sents):

@@ -65,7 +65,8 @@ def _split_files(spec_path: str, ext: str) -> dict[str, Path]:
         parts = [folder / f"train{ext}", *others]
     missing = [str(p) for p in parts if not p.is_file()]
     if missing or not parts:
-        raise TaskError(f"file(s) not found: {missing or spec_path}")
+        raise TaskError(f"file(s) not found: {missing or spec_path}; check the path in task.name "
+                        "(csv:PATH or jsonl:PATH, with train and dev files)")
     if len(parts) < 2:
         raise TaskError(f"'{spec_path}': need a train file and at least one eval file "
                         f"(a folder with train{ext} and dev{ext}, or 'train{ext},dev{ext}')")
@@ -88,9 +89,11 @@ def _read_rows(path: Path, ext: str, delimiter: str) -> list[dict[str, Any]]:
                 try:
                     row = json.loads(line)
                 except ValueError as exc:
-                    raise TaskError(f"{path}:{lineno}: not valid JSON: {exc}") from exc
+                    raise TaskError(f"{path}:{lineno}: not valid JSON: {exc}; fix that line (one JSON "
+                                    "object per line)") from exc
                 if not isinstance(row, dict):
-                    raise TaskError(f"{path}:{lineno}: expected a JSON object")
+                    raise TaskError(f"{path}:{lineno}: expected a JSON object; fix that line (one JSON "
+                                    "object per line)")
                 rows.append(row)
     return rows
 
@@ -100,7 +103,8 @@ def _examples(rows: list[dict[str, Any]], opts: FileOptions, labels: tuple[str, 
     for i, row in enumerate(rows):
         for col in (opts.text_column, opts.text_pair_column, opts.label_column):
             if col is not None and (col not in row or row[col] is None):
-                raise TaskError(f"{where} row {i + 1}: no value in column {col!r} (columns: {sorted(row)})")
+                raise TaskError(f"{where} row {i + 1}: no value in column {col!r} (columns: "
+                                f"{sorted(row)}); fill it in, or name the right column in task.options")
         pair = str(row[opts.text_pair_column]) if opts.text_pair_column else None
         out.append(TextExample(str(row[opts.text_column]), pair,
                                label_index(row[opts.label_column], labels, f"{where} row {i + 1}"), f"{where}:{i}"))
@@ -145,7 +149,7 @@ def load_hf_task(name: str, opts: HFOptions) -> TaskData:
     """A task from ``datasets.load_dataset(NAME, CONFIG)``; QA if the set has SQuAD's columns."""
     dataset, _, config = name[3:].partition(":")
     if not dataset:
-        raise TaskError(f"{name!r}: expected hf:NAME[:CONFIG]")
+        raise TaskError(f"{name!r}: expected hf:NAME[:CONFIG], e.g. hf:glue:sst2")
     try:
         import datasets  # lazy: only online users need it
     except ImportError as exc:
@@ -154,12 +158,15 @@ def load_hf_task(name: str, opts: HFOptions) -> TaskData:
     try:
         dd = datasets.load_dataset(dataset, config or None)
     except Exception as exc:  # network, unknown name or config: all reported the same way
-        raise TaskError(f"{name!r}: datasets.load_dataset failed: {exc}") from exc
+        raise TaskError(f"{name!r}: datasets.load_dataset failed: {exc}; check the dataset name "
+                        "and config, and that the hub is reachable") from exc
     if "train" not in dd:
-        raise TaskError(f"{name!r}: no 'train' split (splits: {list(dd)})")
+        raise TaskError(f"{name!r}: no 'train' split (splits: {list(dd)}); use a dataset with a "
+                        "train split, or save its splits as csv:PATH files")
     eval_names = [s for s in dd if s != "train" and not s.startswith("test")]
     if not eval_names:
-        raise TaskError(f"{name!r}: no validation split (splits: {list(dd)})")
+        raise TaskError(f"{name!r}: no validation split (splits: {list(dd)}); use a dataset "
+                        "with one, or save its splits as csv:PATH files")
     train_ds = dd["train"]
     info = {"source": f"Hugging Face datasets {dataset}" + (f" ({config})" if config else ""), "derived": False}
     if {"question", "context", "answers", "id"} <= set(train_ds.column_names):

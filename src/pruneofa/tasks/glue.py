@@ -82,12 +82,14 @@ def read_glue_tsv(path: str | Path, task: str, skip_malformed: bool = True) -> l
         needed = [c for c in (layout.text, layout.text_pair, layout.label) if c]
         missing = [c for c in needed if c not in header]
         if missing:
-            raise TaskError(f"{path}: missing column(s) {missing}; header is {header}")
+            raise TaskError(f"{path}: missing column(s) {missing}; header is {header}: use the "
+                            "original GLUE TSV files")
         for lineno, row in enumerate(reader, 2):
             values: list[Any] = [row.get(c) for c in needed]
             if any(v is None for v in values) or None in row:  # short or long row
                 if not skip_malformed:
-                    raise TaskError(f"{path}:{lineno}: expected {len(header)} tab-separated fields")
+                    raise TaskError(f"{path}:{lineno}: expected {len(header)} tab-separated fields; fix "
+                                    "the line, or set task.options.skip_malformed: true")
                 skipped += 1
                 continue
             if str(row[layout.label]).strip() in {"", "-"}:  # no annotator majority (MNLI/SNLI style)
@@ -112,10 +114,12 @@ def load_glue(spec: TaskSpec, data_dir: str | Path | None, options: GlueOptions)
     for split, filename in layout.files.items():
         path = folder / filename
         if not path.is_file():
-            raise TaskError(f"task {spec.name!r}: {path} is missing")
+            raise TaskError(f"task {spec.name!r}: {path} is missing; point task.data_dir at the "
+                            "folder of the GLUE TSV files")
         splits[split] = read_glue_tsv(path, spec.name, options.skip_malformed)
         if not splits[split]:
-            raise TaskError(f"task {spec.name!r}: {path} holds no labelled rows")
+            raise TaskError(f"task {spec.name!r}: {path} holds no labelled rows; use the "
+                            "original GLUE file (the test split has no labels)")
     train = splits.pop("train")
     info = {"source": f"GLUE TSV files in {folder}", "derived": False}
     return TaskData(spec=spec, train=train, evals=splits, info=info)

@@ -103,7 +103,7 @@ def load_task(
                             f"{', '.join(FILE_TASKS)} (for your own files use csv:PATH or jsonl:PATH)")
         data = loader.fn(spec, data_dir, seed, parse_options(loader.options, options, name))
     if not data.train:
-        raise TaskError(f"task {name!r}: no training examples")
+        raise TaskError(f"task {name!r}: no training examples; check its train file")
     data.train = subsample(data.train, max_train, seed)
     data.evals = {split: subsample(ex, max_eval, seed + 1) for split, ex in data.evals.items()}
     data.info.update(seed=seed, max_train=max_train, max_eval=max_eval, spec=data.spec.to_dict())

@@ -50,17 +50,20 @@ def validate_squad(data: Any, where: str = "SQuAD JSON") -> None:
             for qa in para["qas"]:
                 qid = qa.get("id") if isinstance(qa, dict) else None
                 if not isinstance(qid, str) or not isinstance(qa.get("question"), str):
-                    raise TaskError(f"{where}: data[{a}].paragraphs[{p}]: a question lacks 'id' or 'question'")
+                    raise TaskError(f"{where}: data[{a}].paragraphs[{p}]: a question lacks 'id' or "
+                                    "'question'; fix the file (SQuAD v1.1 layout)")
                 if qid in seen:
-                    raise TaskError(f"{where}: duplicate question id {qid!r}")
+                    raise TaskError(f"{where}: duplicate question id {qid!r}; give every question its own id")
                 seen.add(qid)
                 answers = qa.get("answers")
                 if not isinstance(answers, list) or not answers:
-                    raise TaskError(f"{where}: question {qid!r} has no answers (v1.1 needs at least one)")
+                    raise TaskError(f"{where}: question {qid!r} has no answers (v1.1 needs at least one); "
+                                    "add one or drop the question")
                 for ans in answers:
                     text, start = (ans.get("text"), ans.get("answer_start")) if isinstance(ans, dict) else (None, None)
                     if not isinstance(text, str) or not isinstance(start, int) or isinstance(start, bool):
-                        raise TaskError(f"{where}: question {qid!r}: answers need 'text' and an int 'answer_start'")
+                        raise TaskError(f"{where}: question {qid!r}: answers need 'text' and an int "
+                                        "'answer_start'; fix the file (SQuAD v1.1 layout)")
                     if start < 0 or ctx[start : start + len(text)] != text:
                         found = ctx.find(text) if text else -1
                         fix = (f"the text occurs at {found}: set answer_start to {found}" if found >= 0
@@ -85,7 +88,8 @@ def read_squad(path: str | Path) -> list[QAExample]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise TaskError(f"{path}: not readable as JSON: {exc}") from exc
+        raise TaskError(f"{path}: not readable as JSON: {exc}; use the SQuAD v1.1 JSON file as "
+                        "published") from exc
     return squad_examples(data, str(path))
 
 
@@ -124,7 +128,8 @@ def load_squad(spec: TaskSpec, data_dir: str | Path | None) -> TaskData:
     folder = Path(data_dir).expanduser()
     missing = [f for f in SQUAD_FILES.values() if not (folder / f).is_file()]
     if missing:
-        raise TaskError(f"task 'squad': {', '.join(missing)} not found in '{folder}'")
+        raise TaskError(f"task 'squad': {', '.join(missing)} not found in '{folder}'; point "
+                        "task.data_dir at the folder holding the SQuAD v1.1 JSON files")
     return TaskData(spec=spec, train=read_squad(folder / SQUAD_FILES["train"]),
                     evals={"dev": read_squad(folder / SQUAD_FILES["dev"])},
                     info={"source": f"SQuAD v1.1 JSON in {folder}", "derived": False})

@@ -160,21 +160,26 @@ def verify_checkpoint(folder: str | Path) -> dict[str, Any]:
     folder = Path(folder)
     missing = [name for name in _FILES if not (folder / name).is_file()]
     if missing:
-        raise CheckpointError(f"checkpoint '{folder}' is incomplete: missing {', '.join(missing)}")
+        raise CheckpointError(f"checkpoint '{folder}' is incomplete: missing "
+                              f"{', '.join(missing)}; delete it to resume from the one before")
     body = (folder / "state.json").read_bytes()
     own = folder / "state.sha256"
     if own.is_file() and own.read_text(encoding="ascii", errors="replace").strip() != hashlib.sha256(body).hexdigest():
-        raise CheckpointError(f"checkpoint '{folder}' is corrupt: state.json does not match state.sha256")
+        raise CheckpointError(f"checkpoint '{folder}' is corrupt: state.json does not match "
+                              "state.sha256; delete it to resume from the one before")
     try:
         payload = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"checkpoint '{folder}' is corrupt: state.json is not JSON ({exc})") from None
+        raise CheckpointError(f"checkpoint '{folder}' is corrupt: state.json is not JSON ({exc}); "
+                              "delete it to resume from the one before") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"checkpoint '{folder}' has an unsupported format")
+        raise CheckpointError(f"checkpoint '{folder}' has an unsupported format (another pruneofa "
+                              "version?); delete it, or run the stage again without --resume")
     for name, expected in (payload.get("sha256") or {}).items():
         path = folder / name
         if not path.is_file() or sha256_file(path) != expected:
-            raise CheckpointError(f"checkpoint '{folder}' is corrupt: {name} does not match its sha256")
+            raise CheckpointError(f"checkpoint '{folder}' is corrupt: {name} does not match its sha256; "
+                                  "delete it to resume from the one before")
     return payload
 
 
@@ -187,7 +192,7 @@ def load_checkpoint(folder: str | Path, model: nn.Module, optimizer: torch.optim
     folder = Path(folder)
     candidates = _candidates(folder)
     if not candidates:
-        raise CheckpointError(f"no checkpoint in '{folder}'")
+        raise CheckpointError(f"no checkpoint in '{folder}': run the stage without --resume")
     problems = []
     for candidate in candidates:
         try:
@@ -199,7 +204,8 @@ def load_checkpoint(folder: str | Path, model: nn.Module, optimizer: torch.optim
         if problems:
             log.warning("resuming from the older checkpoint '%s'", candidate)
         return _restore(candidate, payload, model, optimizer)
-    raise CheckpointError(f"every checkpoint in '{folder}' is unusable: {'; '.join(problems)}")
+    raise CheckpointError(f"every checkpoint in '{folder}' is unusable (run the stage again "
+                          f"without --resume): {'; '.join(problems)}")
 
 
 def _restore(folder: Path, payload: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -209,11 +215,12 @@ def _restore(folder: Path, payload: dict[str, Any], model: nn.Module, optimizer:
         if missing_keys or unexpected:
             raise CheckpointError(
                 f"checkpoint '{folder}' does not match the model (missing {sorted(missing_keys)[:3]}, "
-                f"unexpected {sorted(unexpected)[:3]})"
+                f"unexpected {sorted(unexpected)[:3]}): resume with the recipe that wrote it, or run without --resume"
             )
         flat = load_file(str(folder / "optimizer.safetensors"))
         optimizer.load_state_dict(_optimizer_from_flat(flat, payload["optimizer"]))
         _restore_rng(load_file(str(folder / "rng.safetensors")), payload["rng"])
     except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
-        raise CheckpointError(f"checkpoint '{folder}' is corrupt: {exc}") from None
+        raise CheckpointError(f"checkpoint '{folder}' is corrupt: {exc}; delete it to resume from the "
+                              "one before") from None
     return payload["state"]

@@ -97,7 +97,8 @@ class Distributed:
         mine = torch.tensor(list(digest.digest()[:8]), dtype=torch.int64, device=self.accelerator.device)
         every = self.accelerator.gather(mine[None]).reshape(self.world, -1)
         if not bool((every == every[0]).all()):
-            raise PruneofaError(f"masks differ between processes at {where}: the ranks diverged")
+            raise PruneofaError(f"masks differ between processes at {where}: the ranks diverged; run with "
+                                 "one process to check the recipe, and report it if that works")
 
 
 _CURRENT: Distributed | None = None

@@ -1,6 +1,7 @@
 """The reference masked-LM training loop (teacher preparation and sparse pre-training).
 
-The whole step is `train_step`: mask update (GMP) -> learning rate (with rewinding) -> micro-batches
+The whole step is `train_step`: mask update (the sparsifier's per-step hook, `Sparsifier.on_step`, which
+every adapter calls too) -> learning rate (with rewinding) -> micro-batches
 (MLM + distillation losses, backward) -> clip -> optimizer step (the sparsifier's post-step hook
 re-masks the weights). Adapters for other trainers copy this order.
 """
@@ -133,6 +134,8 @@ class Trainer:
         self.dist = current()
         self.forward = self.dist.wrap(self.model)  # what the step calls; `self.model` stays unwrapped
         self.optimizer = make_optimizer(self.params or self.model.parameters(), self.spec.optim)
+        if self.spec.schedule is not None and self.sparsifier is None:
+            raise ValueError(f"phase '{self.spec.name}' has a pruning schedule but no sparsifier to apply it")
         if self.sparsifier is not None:
             self.sparsifier.bind_optimizer(self.optimizer)
         self.updates = self.spec.schedule.update_steps() if self.spec.schedule else []
@@ -155,9 +158,8 @@ class Trainer:
     # -- the step -----------------------------------------------------------------------------------
     def train_step(self, step: int) -> dict[str, float]:
         spec, accum = self.spec, self.spec.optim.grad_accum_steps
-        updated = bool(spec.schedule and spec.schedule.is_update_step(step))
-        if updated:
-            self.sparsifier.prune_to(spec.schedule.sparsity_at(step))
+        target = self.sparsifier.on_step(step, spec.schedule) if self.sparsifier is not None else None
+        if target is not None:  # a mask update: every process must have computed the same masks
             self.dist.check_same_masks(self.sparsifier.masks(), f"{spec.name} step {step}")
         lr = lr_at(step, spec.lr, spec.steps, self.updates)
         for group in self.optimizer.param_groups:
@@ -174,7 +176,7 @@ class Trainer:
         self.optimizer.step()  # post-step hook: weights re-masked
         self.optimizer.zero_grad(set_to_none=True)
         sparsity = self.sparsifier.sparsity if self.sparsifier else 0.0
-        return {**totals, "lr": lr, "sparsity": sparsity, "mask_update": updated}
+        return {**totals, "lr": lr, "sparsity": sparsity, "mask_update": target is not None}
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """bfloat16 autocast for the step's forward and backward when the phase asks for it (fp32 masters)."""
