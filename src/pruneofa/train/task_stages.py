@@ -100,9 +100,10 @@ class TaskTrainer(Trainer):
         return {k: v.to(self.device) for k, v in batch.items()}
 
     def next_batch(self, step: int, micro: int) -> dict[str, torch.Tensor]:
-        rows = next(self.stream)[:, 0]  # the global batch; this rank keeps its share
-        rows = rows[self.dist.shard(rows, len(rows))].tolist()
-        return self._to_device(self.inputs.collator([self.inputs.train[i] for i in rows]))
+        rows = next(self.stream)[:, 0].tolist()  # the global batch; this rank keeps its rows
+        batch = self.inputs.collator([self.inputs.train[i] for i in rows])  # padded to the global longest
+        mine = self.dist.shard(rows, len(rows))
+        return self._to_device({k: v[mine] for k, v in batch.items()})
 
     def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = self.forward(**batch)
