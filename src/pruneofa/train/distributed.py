@@ -6,9 +6,11 @@ skipping gradient sync on non-final micro-batches, and a check that every rank h
 
 Design choices, and why:
 * `optim.batch_size` is the *global* micro-batch: every rank draws the same global batch from the
-  same seeded stream and keeps its own rows, so N processes compute exactly what one process computes
-  with the same batch (up to float reduction order), and masks, which depend only on the weights,
-  come out identical on every rank (checked at every mask update).
+  same seeded stream and keeps its own rows (task rows are padded as one global batch first), and dropout
+  masks are keyed by the row's place in the global batch (`train/dropout.py`), so N processes compute
+  what one process computes with the same batch up to float reduction order (~1e-7 in the weights), and
+  masks, which depend only on the weights, come out identical on every rank (checked at every mask
+  update) and equal to one process's.
 * Checkpoints stay pruneofa's own (safetensors + JSON, written by the main process): accelerate's
   `save_state`/`load_state` pickle registered objects and load them with `weights_only=False`, which
   this project does not allow.

@@ -2,7 +2,7 @@
 
 The whole step is `train_step`: mask update (the sparsifier's per-step hook, `Sparsifier.on_step`, which
 every adapter calls too) -> learning rate (with rewinding) -> micro-batches
-(MLM + distillation losses, backward) -> clip -> optimizer step (the sparsifier's post-step hook
+(MLM + distillation losses with row-keyed dropout, backward) -> clip -> optimizer step (the sparsifier's post-step hook
 re-masks the weights). Adapters for other trainers copy this order.
 """
 
@@ -27,6 +27,7 @@ from pruneofa.pruning.schedule import GMPSchedule, lr_at
 from pruneofa.pruning.sparsifier import Sparsifier
 from pruneofa.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from pruneofa.train.distributed import current
+from pruneofa.train.dropout import forward_key, row_keyed_dropout
 from pruneofa.train.metrics import MetricsLog
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,9 @@ class Trainer:
         totals: dict[str, float] = {}
         for micro in range(accum):
             with self.dist.no_sync(self.forward, sync=micro == accum - 1), self.autocast():
-                terms = self.losses(self.next_batch(step, micro))
+                batch = self.next_batch(step, micro)
+                with row_keyed_dropout(forward_key(self.seed, spec.name, step, micro), self.dist.rank):
+                    terms = self.losses(batch)  # dropout masks as one process draws them, however many run
                 (terms["loss"] / accum).backward()
             for key, value in terms.items():
                 totals[key] = totals.get(key, 0.0) + float(value.detach()) / accum

@@ -64,10 +64,10 @@ class TaskTrainer(Trainer):
     eval_batch_size: int = 64
 
     def next_batch(self, step: int, micro: int) -> dict[str, torch.Tensor]:
-        rows = next(self.stream)[:, 0]  # the global batch; this rank keeps its share
-        rows = rows[self.dist.shard(rows, len(rows))].tolist()
-        batch = self.inputs.collator([self.inputs.train[i] for i in rows])
-        return {k: v.to(self.device) for k, v in batch.items()}
+        rows = next(self.stream)[:, 0].tolist()  # the global batch; this rank keeps its rows
+        batch = self.inputs.collator([self.inputs.train[i] for i in rows])  # padded to the global longest
+        mine = self.dist.shard(rows, len(rows))
+        return {k: v[mine].to(self.device) for k, v in batch.items()}
 
     def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = self.forward(**batch)
