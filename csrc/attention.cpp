@@ -35,7 +35,7 @@ void attention(const IsaOps* ops, const float* qkv, int H, int heads, int B, int
   const int64_t ld = (int64_t)B * T;
   // Contiguous ranges of (sequence, head) pairs; each pair is computed the same way whatever the
   // thread count, so results do not depend on it.
-  const int nt = std::max(1, std::min(get_num_threads(), pairs));
+  const int nt = std::max(1, std::min(call_threads(), pairs));
   parallel_run(nt, [&](int c) {
     thread_local std::vector<float> scratch;
     scratch.resize((size_t)attn_scratch(d, T));

@@ -28,6 +28,7 @@ struct I8 {
   static constexpr int R = PRUNEOFA_AVX2_R;
   static constexpr int U = 1;  // one accumulator set, the half-step runs kept apart
   static constexpr bool kHalf = true;
+  static constexpr int kChunkQuads = 0;  // the row layout at every K (unmeasured here: left as it was)
   static Acc zero() { return Acc{_mm256_setzero_si256(), _mm256_setzero_si256()}; }
   static W bcast(int32_t w) {
     const __m256i v = _mm256_set1_epi32(w);

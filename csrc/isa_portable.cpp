@@ -20,6 +20,9 @@ struct I8 {
   static constexpr int R = 4;
   static constexpr int U = 1;  // one accumulator set, the half-step runs kept apart
   static constexpr bool kHalf = true;
+  // Small chunks on purpose: K > 512 runs the K-blocked loop with its half-step runs, so the tests
+  // cover that code on the path every CPU has.
+  static constexpr int kChunkQuads = 64;
   static Acc zero() { return Acc{}; }
   static W bcast(int32_t w) {
     return W{{(int8_t)(w & 0xff), (int8_t)((w >> 8) & 0xff), (int8_t)((w >> 16) & 0xff), (int8_t)((w >> 24) & 0xff)}};

@@ -6,7 +6,8 @@
 //        (an ISA without a cheaper half step aliases them to the full one), store_i32(int32_t* 16, Acc),
 //        store_f32(float* 16, Acc, scale, corr, bias); U and kHalf: with kHalf the three runs take
 //        their own steps into one accumulator set (U = 1); without, a row's runs are one, split
-//        over U accumulator sets joined by add(Acc, Acc)
+//        over U accumulator sets joined by add(Acc, Acc); kChunkQuads: 0 for the row layout, else
+//        the K-chunk (in quads) of the K-blocked loop for long K (int8_chunked)
 //   F32: Acc, W, R, zero(), bcast(float), step(Acc&, const float* 16, const W&), store(float* 16, Acc, bias)
 // One body for all ISAs means the portable and AVX2 paths, which this machine can run, exercise
 // the same loop structure, edge handling and stores as the AVX-512 path.
@@ -109,12 +110,103 @@ void int8_block(const Int8Args& a, int r0, int r1, int tile0) {
   }
 }
 
+// Runs the blocks [*b, e) whose byte offset is below lim into acc (U sets when the ISA has no half
+// step, as in int8_block) and leaves *b at the first block at or past lim. Blocks of a run are in
+// ascending K order (pack_int8), so the chunk's blocks are a prefix of what is left.
+template <class Tr, int R, int kind>
+PRUNEOFA_INLINE void int8_run_until(const Block** bp, const Block* e, uint32_t lim, const uint8_t* xb,
+                                    int64_t tb, typename Tr::Acc (*acc)[R]) {
+  constexpr int U = Tr::kHalf ? 1 : Tr::U;
+  const Block* b = *bp;
+  if constexpr (Tr::kHalf && kind == 1) {
+    for (; b < e && b->off < lim; ++b) {
+      const typename Tr::WE w = Tr::bcast_even(b->w);
+      PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) Tr::step_even(acc[0][r], xb + b->off + r * tb, w);
+    }
+  } else if constexpr (Tr::kHalf && kind == 2) {
+    for (; b < e && b->off < lim; ++b) {
+      const typename Tr::WO w = Tr::bcast_odd(b->w);
+      PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) Tr::step_odd(acc[0][r], xb + b->off + r * tb, w);
+    }
+  } else {
+    for (; b + U <= e && b[U - 1].off < lim; b += U) {
+      PRUNEOFA_UNROLL for (int u = 0; u < U; ++u) {
+        const typename Tr::W w = Tr::bcast(b[u].w);
+        PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) Tr::step(acc[u][r], xb + b[u].off + r * tb, w);
+      }
+    }
+    for (; b < e && b->off < lim; ++b) {
+      const typename Tr::W w = Tr::bcast(b->w);
+      PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) Tr::step(acc[U - 1][r], xb + b->off + r * tb, w);
+    }
+  }
+  *bp = b;
+}
+
+// K-blocked register block for long K, where R token tiles of the whole K no longer fit L1 (at
+// K = 3072 they are R x 48 KiB and every activation load came from L2). Rows go in panels of
+// kPanel; for each chunk of Tr::kChunkQuads K-quads, every row of the panel runs its blocks of that
+// chunk, so the chunk's R tiles (R x kChunkQuads x 64 bytes) stay in L1 while the panel passes over
+// them. Partial sums wait in a small stack buffer (kPanel x R accumulators) between chunks; each row
+// keeps one cursor per run (full, even-only, odd-only), so the packing is the row layout's.
+template <class Tr, int R>
+void int8_chunked(const Int8Args& a, int r0, int r1, int tile0) {
+  constexpr int kPanel = 16;
+  constexpr int U = Tr::kHalf ? 1 : Tr::U;
+  const uint8_t* xb = a.x + tile0 * a.tile_bytes;
+  const uint32_t chunk = (uint32_t)Tr::kChunkQuads * 64;
+  typename Tr::Acc part[kPanel][R];
+  const Block* cur[kPanel][3];
+  for (int p0 = r0; p0 < r1; p0 += kPanel) {
+    const int pn = r1 - p0 < kPanel ? r1 - p0 : kPanel;
+    for (int i = 0; i < pn; ++i) {
+      const int n = p0 + i;
+      cur[i][0] = a.blocks + a.row_ptr[n];
+      cur[i][1] = a.blocks + a.half_ptr[2 * n];
+      cur[i][2] = a.blocks + a.half_ptr[2 * n + 1];
+    }
+    for (uint32_t lim = chunk;; lim += chunk) {
+      const bool first = lim == chunk, last = (int64_t)lim >= a.tile_bytes;
+      for (int i = 0; i < pn; ++i) {
+        const int n = p0 + i;
+        typename Tr::Acc acc[U][R];
+        PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) acc[0][r] = first ? Tr::zero() : part[i][r];
+        PRUNEOFA_UNROLL for (int u = 1; u < U; ++u) PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) acc[u][r] = Tr::zero();
+        int8_run_until<Tr, R, 0>(&cur[i][0], a.blocks + a.half_ptr[2 * n], lim, xb, a.tile_bytes, acc);
+        int8_run_until<Tr, R, 1>(&cur[i][1], a.blocks + a.half_ptr[2 * n + 1], lim, xb, a.tile_bytes, acc);
+        int8_run_until<Tr, R, 2>(&cur[i][2], a.blocks + a.row_ptr[n + 1], lim, xb, a.tile_bytes, acc);
+        if constexpr (U > 1) {
+          PRUNEOFA_UNROLL for (int u = 1; u < U; ++u) PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) acc[0][r] = Tr::add(acc[0][r], acc[u][r]);
+        }
+        if (last) {
+          int8_store_row<Tr, R>(a, n, tile0, acc[0]);
+        } else {
+          PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) part[i][r] = acc[0][r];
+        }
+      }
+      if (last) break;
+    }
+  }
+}
+
+// The row layout, or the K-blocked one when the ISA asks for it and K is over two chunks.
+template <class Tr, int R>
+void int8_run(const Int8Args& a, int r0, int r1, int tile0) {
+  if constexpr (Tr::kChunkQuads > 0) {
+    if (a.tile_bytes > 2 * (int64_t)Tr::kChunkQuads * 64) {
+      int8_chunked<Tr, R>(a, r0, r1, tile0);
+      return;
+    }
+  }
+  int8_block<Tr, R>(a, r0, r1, tile0);
+}
+
 // Remaining tiles (fewer than Tr::R) get a register block of exactly their count.
 template <class Tr, int R>
 void int8_tail(const Int8Args& a, int r0, int r1, int tile0, int rem) {
   if constexpr (R > 0) {
     if (rem == R) {
-      int8_block<Tr, R>(a, r0, r1, tile0);
+      int8_run<Tr, R>(a, r0, r1, tile0);
     } else {
       int8_tail<Tr, R - 1>(a, r0, r1, tile0, rem);
     }
@@ -124,7 +216,7 @@ void int8_tail(const Int8Args& a, int r0, int r1, int tile0, int rem) {
 template <class Tr>
 void int8_rows_impl(const Int8Args& a, int r0, int r1) {
   int t = 0;
-  for (; t + Tr::R <= a.ntiles; t += Tr::R) int8_block<Tr, Tr::R>(a, r0, r1, t);
+  for (; t + Tr::R <= a.ntiles; t += Tr::R) int8_run<Tr, Tr::R>(a, r0, r1, t);
   if (t < a.ntiles) int8_tail<Tr, Tr::R - 1>(a, r0, r1, t, a.ntiles - t);
 }
 

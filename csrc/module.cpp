@@ -85,6 +85,8 @@ NB_MODULE(_kernels, m) {
   m.def("isa_name", [](int isa) { return std::string(select_isa(isa)->name); });
   m.def("set_num_threads", &set_num_threads);
   m.def("get_num_threads", &get_num_threads);
+  m.def("set_call_threads", &set_call_threads);
+  m.def("call_threads", &call_threads);
 
   m.def("quantize", [](In2<float> x, int isa, std::optional<float> static_scale, int static_zp) {
     const IsaOps* ops = select_isa(isa);

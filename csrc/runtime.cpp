@@ -152,6 +152,10 @@ class Pool {
   }
   // Runs fn(i) for i in [0, n) with n <= size(); chunk 0 on the calling thread.
   void run(int n, const std::function<void(int)>& fn) {
+    if (n <= 1) {  // no lock: callers limited to one thread (set_call_threads) run side by side
+      fn(0);
+      return;
+    }
     std::lock_guard<std::mutex> g(call_mu_);
     n = std::min(n, (int)workers_.size() + 1);
     if (n <= 1) {
@@ -231,13 +235,25 @@ void set_num_threads(int n) {
   Pool::get().resize(n);
 }
 int get_num_threads() { return pool().size(); }
+
+// Per calling thread: 0 = the pool's size, n >= 1 = at most n threads for this thread's calls.
+static thread_local int tl_call_threads = 0;
+void set_call_threads(int n) {
+  if (n < 0) throw std::invalid_argument("set_call_threads: n must be >= 0, got " + std::to_string(n));
+  tl_call_threads = n;
+}
+int call_threads() {
+  if (tl_call_threads == 1) return 1;  // never touches the pool's lock
+  const int p = pool().size();
+  return tl_call_threads > 0 && tl_call_threads < p ? tl_call_threads : p;
+}
 void parallel_run(int n, const std::function<void(int)>& fn) { pool().run(n, fn); }
 
 // ---------------------------------------------------------------- activations
 void quant_params(const IsaOps* ops, const float* x, int64_t n, float* scale, int* zp) {
   float mn = 0.0f, mx = 0.0f;
   if (n > 0) {
-    const int nt = std::max(1, std::min<int>(get_num_threads(), (int)(n / 65536)));
+    const int nt = std::max(1, std::min<int>(call_threads(), (int)(n / 65536)));
     std::vector<float> lo(nt, 0.0f), hi(nt, 0.0f);
     pool().run(nt, [&](int c) {
       const int64_t a = n * c / nt, b = n * (c + 1) / nt;
@@ -258,7 +274,7 @@ void quant_params(const IsaOps* ops, const float* x, int64_t n, float* scale, in
 void quantize_tiled(const IsaOps* ops, const float* x, int K, int T, float scale, int zp, uint8_t* out) {
   const int K4 = (K + 3) / 4;
   const float inv = 1.0f / scale;
-  const int nt = std::max(1, std::min<int>(get_num_threads(), (int)((int64_t)K * T / 32768)));
+  const int nt = std::max(1, std::min<int>(call_threads(), (int)((int64_t)K * T / 32768)));
   pool().run(nt, [&](int c) { ops->quantize(x, T, K, T, inv, zp, out, K4 * c / nt, K4 * (c + 1) / nt); });
 }
 
@@ -295,7 +311,7 @@ void int8_matmul(const IsaOps* ops, const Int8Packed& w, const uint8_t* xt, int 
   }
   Int8Args a{w.blocks.data(), w.row_ptr.data(), w.half_ptr.data(), xt, (int64_t)w.K4 * 64, (T + kTok - 1) / kTok, T, out_i32,
              out_f32, T, fscale.data(), corr.data(), w.bias.data()};
-  const int nt = std::max(1, std::min(get_num_threads(), w.N / 16));
+  const int nt = std::max(1, std::min(call_threads(), w.N / 16));
   pool().run(nt, [&](int c) {
     ops->int8_rows(a, split_row(w.row_ptr, w.N, c, nt), split_row(w.row_ptr, w.N, c + 1, nt));
   });
@@ -305,7 +321,7 @@ void f32_matmul(const IsaOps* ops, const F32Packed& w, const float* xt, int T, f
   if (w.N == 0 || T == 0) return;
   F32Args a{w.nz.data(), w.row_ptr.data(), xt, (int64_t)w.K * kTok, (T + kTok - 1) / kTok, T, out, T,
             w.bias.empty() ? nullptr : w.bias.data()};
-  const int nt = std::max(1, std::min(get_num_threads(), w.N / 16));
+  const int nt = std::max(1, std::min(call_threads(), w.N / 16));
   pool().run(nt, [&](int c) {
     ops->f32_rows(a, split_row(w.row_ptr, w.N, c, nt), split_row(w.row_ptr, w.N, c + 1, nt));
   });
@@ -316,7 +332,7 @@ void add_layer_norm(const IsaOps* ops, float* x, const float* res, int H, int T,
                     const float* beta, float eps) {
   // Whole 16-token tiles per thread: each thread's column block starts on a cache line.
   const int tiles = (T + kTok - 1) / kTok;
-  const int nt = std::max(1, std::min({get_num_threads(), tiles, (int)((int64_t)H * T / 131072)}));
+  const int nt = std::max(1, std::min({call_threads(), tiles, (int)((int64_t)H * T / 131072)}));
   pool().run(nt, [&](int c) {
     const int a = std::min(T, tiles * c / nt * kTok), b = std::min(T, tiles * (c + 1) / nt * kTok);
     if (b > a) ops->layernorm(x, res, T, H, a, b, gamma, beta, eps);
@@ -324,7 +340,7 @@ void add_layer_norm(const IsaOps* ops, float* x, const float* res, int H, int T,
 }
 
 void gelu(const IsaOps* ops, float* v, int64_t n, const float* P, const float* Q, float clamp) {
-  const int nt = std::max(1, std::min<int>(get_num_threads(), (int)(n / 65536)));
+  const int nt = std::max(1, std::min<int>(call_threads(), (int)(n / 65536)));
   pool().run(nt, [&](int c) {
     const int64_t a = n * c / nt / 16 * 16, b = c + 1 == nt ? n : n * (c + 1) / nt / 16 * 16;
     if (b > a) ops->gelu(v + a, b - a, P, Q, clamp);

@@ -40,6 +40,11 @@ bool compiled_avx512_emulated();
 
 void set_num_threads(int n);
 int get_num_threads();
+// A cap for the calling thread's own kernel calls (0 = none, the pool's size): a thread capped at 1
+// runs its calls inline without the pool's lock, so several such threads (each encoding its own
+// sequences) run side by side. call_threads() is what a call from this thread may use.
+void set_call_threads(int n);
+int call_threads();
 // Runs fn(c) for c in [0, n) on the pool (n <= get_num_threads()), chunk 0 on the calling thread.
 void parallel_run(int n, const std::function<void(int)>& fn);
 

@@ -118,6 +118,35 @@ def test_int8_long_k_exact(isa, pattern, shape):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("pattern", ["block1x4", "unstructured"])
+def test_int8_k_blocked_chunk_edges(isa, pattern):
+    """Long K runs the K-blocked loop (vnni: chunks of 128 quads over K > 1024; portable: 64 over K > 512):
+    a row empty over exactly one chunk, a row with blocks only in the last (short) chunk, one with a single
+    block, panels of 16 rows with a ragged last panel, ragged T, and 1 and 2 threads alike."""
+    _need(isa)
+    rng = np.random.default_rng(hash(("chunks", pattern)) % 2**32)
+    n, k, t = 45, 2600, 33
+    w = _sparse_int8(rng, n, k, 0.9, pattern)
+    w[1, 512:1024] = 0  # exactly chunk 1 of the vnni loop, chunks 2-3 of the portable one
+    w[2, :2560] = 0  # only the last chunk
+    w[3] = 0
+    w[3, 1700] = -128
+    q = rng.integers(0, 256, size=(k, t)).astype(np.uint8)
+    qa = kernels.QuantizedActivations.from_uint8(q, scale=0.5, zero_point=200)
+    m = kernels.PackedLinearInt8(w, np.ones(n, np.float32), pattern=pattern, force_isa=isa)
+    acc = w.astype(np.int64) @ q.astype(np.int64)
+    before = kernels.get_num_threads()
+    try:
+        for threads in (1, 2):
+            kernels.set_num_threads(threads)
+            np.testing.assert_array_equal(m.matmul_int32(qa), acc)
+    finally:
+        kernels.set_num_threads(before)
+    yref = 0.5 * (acc - 200 * w.astype(np.int64).sum(1, keepdims=True))
+    np.testing.assert_allclose(m.matmul_quantized(qa), yref, rtol=1e-5, atol=1e-5 * np.abs(yref).max())
+
+
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("nblocks", [1, 2, 3, 5])
 def test_int8_rows_of_few_blocks(isa, nblocks):
     """Rows of 1, 2, 3, 5 blocks: the VNNI loop takes blocks in pairs over two accumulator sets, so odd

@@ -83,6 +83,22 @@ def get_num_threads() -> int:
     return _k.get_num_threads()
 
 
+def set_call_threads(n: int) -> None:
+    """Cap the kernel calls made from the calling thread at `n` threads (0: no cap, the pool's size).
+
+    A thread capped at 1 runs its calls inline, without the pool's lock, so several Python threads can
+    each run kernels on their own core side by side (the encoder does this with the chunks of a batch).
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"set_call_threads: n must be an int >= 0, got {n!r}")
+    _k.set_call_threads(n)
+
+
+def call_threads() -> int:
+    """Threads a kernel call from this thread may use (its cap, else the pool's size)."""
+    return _k.call_threads()
+
+
 @dataclass(frozen=True)
 class QuantizedActivations:
     """uint8 activations in the kernels' tiled layout ``[ceil(T/16), ceil(K/4), 16, 4]`` (flat).

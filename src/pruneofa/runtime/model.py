@@ -208,7 +208,9 @@ class SparseModel:
                 repeats: int = 5) -> dict[str, float]:
         """Median seconds per forward spent in each section (sparse_linear, quantize, attention (with its
         fused softmax), layernorm, gelu, embeddings, head, ...), timing the quantize apart from the matmul;
-        plus 'total'. Without the compiled extension the NumPy attention reports its softmax apart."""
+        plus 'total'. Without the compiled extension the NumPy attention reports its softmax apart. When a
+        batch's chunks run side by side on several threads (`Encoder.forward`), the sections add up the
+        threads' time, so they can sum to more than 'total'."""
         self.run(input_ids, attention_mask)
         runs: list[dict[str, float]] = []
         self.timer.split_quantize = True
