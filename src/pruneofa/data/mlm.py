@@ -83,6 +83,16 @@ def split_documents(
 # --------------------------------------------------------------------------------------------------
 
 
+def corpus_cache_path(kind: str, header: str, texts: Sequence[str]) -> Path:
+    """Where a tokenised form of `texts` is cached: keyed by a header naming the format and its settings,
+    then every text (so any change to the corpus or the settings is a different file)."""
+    key = hashlib.sha256(header.encode())
+    for text in texts:
+        key.update(text.encode())
+        key.update(b"\0")
+    return cache_dir() / kind / f"{key.hexdigest()[:32]}.safetensors"
+
+
 def tokenizer_fingerprint(tokenizer: Any) -> str:
     """Hash of what decides token ids: the full fast-tokenizer definition (or the vocab) and specials."""
     h = hashlib.sha256()
@@ -132,11 +142,7 @@ def pack_blocks(
     cls_id, sep_id = cls_sep_ids(tokenizer)
     texts = [d.text if isinstance(d, Document) else d for d in docs]
     header = f"pack-v{_PACK_FORMAT}\0{tokenizer_fingerprint(tokenizer)}\0{block_size}\0{max_blocks}"
-    key = hashlib.sha256(header.encode())
-    for text in texts:
-        key.update(text.encode())
-        key.update(b"\0")
-    path = cache_dir() / "blocks" / f"{key.hexdigest()[:32]}.safetensors"
+    path = corpus_cache_path("blocks", header, texts)
     if cache and path.is_file():
         blocks = load_file(str(path))["input_ids"]
         log.info("packed blocks: cache hit %s (%d x %d)", path.name, *blocks.shape)

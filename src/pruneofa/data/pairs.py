@@ -24,7 +24,6 @@ of each global batch, like the packed masked-LM blocks). Pairs are cached like p
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import re
@@ -38,8 +37,7 @@ from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
 from pruneofa.data.corpus import Document
-from pruneofa.data.mlm import MLMMasker, cls_sep_ids, mix_seed, tokenizer_fingerprint
-from pruneofa.data.registry import cache_dir
+from pruneofa.data.mlm import MLMMasker, cls_sep_ids, corpus_cache_path, mix_seed, tokenizer_fingerprint
 from pruneofa.data.sentences import split_sentences
 from pruneofa.errors import PruneofaError
 from pruneofa.fsutil import atomic_write_bytes
@@ -165,11 +163,7 @@ def build_pairs(
     texts = [d.text if isinstance(d, Document) else d for d in docs]
     header = (f"pairs-v{_PAIRS_FORMAT}\0{tokenizer_fingerprint(tokenizer)}\0{block_size}\0{max_pairs}\0"
               f"{short_probability}\0{seed}")
-    key = hashlib.sha256(header.encode())
-    for text in texts:
-        key.update(text.encode())
-        key.update(b"\0")
-    path = cache_dir() / "pairs" / f"{key.hexdigest()[:32]}.safetensors"
+    path = corpus_cache_path("pairs", header, texts)
     if cache and path.is_file():
         stored = load_file(str(path))
         log.info("sentence pairs: cache hit %s (%d pairs)", path.name, len(stored["input_ids"]))
