@@ -124,6 +124,25 @@ def test_resume_with_another_recipe_is_refused_naming_what_changed(tmp_path, cap
     assert main(["run", str(_recipe(tmp_path, raw)), "--out", str(out), "--resume"]) == 0  # same recipe: fine
 
 
+def test_resume_accepts_a_recipe_written_before_an_option_was_added_at_its_default(tmp_path, capsys):
+    """A stage started by an older pruneofa has no entry for a newer option; its default is not a change."""
+    model = write_tiny_model(tmp_path / "model")
+    raw = {"version": 1, "name": "r", "model": str(model), "prune": {"sparsity": 0.5}}
+    out = tmp_path / "out"
+    assert main(["run", str(_recipe(tmp_path, raw)), "--out", str(out)]) == 0
+    saved = out / "prune" / "recipe.resolved.yaml"
+    old = yaml.safe_load(saved.read_text())
+    dropped = next(key for key in old["prune"] if key != "sparsity")  # as if that option did not exist yet
+    del old["prune"][dropped]
+    saved.write_text(yaml.safe_dump(old))
+    assert main(["run", str(_recipe(tmp_path, raw)), "--out", str(out), "--resume"]) == 0
+    capsys.readouterr()
+    old["prune"]["sparsity"] = 0.6  # a real change is still refused
+    saved.write_text(yaml.safe_dump(old))
+    _one_line_error(["run", str(_recipe(tmp_path, raw)), "--out", str(out), "--resume"], capsys,
+                    "prune.sparsity: 0.6 -> 0.5")
+
+
 def test_a_squad_answer_off_its_offset_is_refused_with_the_right_offset():
     context = "the big dog sees the red cat ."
     data = {"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": context, "qas": [

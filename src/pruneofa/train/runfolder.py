@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from pruneofa.config.loader import dump_recipe
+from pruneofa.config.loader import dump_recipe, parse_recipe
 from pruneofa.config.schema import Recipe
 from pruneofa.errors import RecipeError
 from pruneofa.fsutil import atomic_write_text, check_output_dir, read_output_marker, write_output_marker
@@ -62,6 +62,15 @@ def recipe_changes(old: dict[str, Any], new: dict[str, Any], kind: str) -> list[
             if before.get(key) != after.get(key)]
 
 
+def _with_defaults(old: dict[str, Any]) -> dict[str, Any]:
+    """The saved recipe with the defaults of keys added to the schema since it was written: an upgrade that
+    adds an option at its old behaviour is not a change. A recipe the schema no longer accepts is kept as is."""
+    try:
+        return yaml.safe_load(dump_recipe(parse_recipe(old)))
+    except RecipeError:
+        return old
+
+
 def check_resume(recipe: Recipe, out_dir: Path) -> None:
     """Refuse `--resume` when a stage already started in `out_dir` was started with a different recipe."""
     new = yaml.safe_load(dump_recipe(recipe))
@@ -73,7 +82,7 @@ def check_resume(recipe: Recipe, out_dir: Path) -> None:
             old = yaml.safe_load(saved.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise RecipeError(f"--resume: cannot read {saved} ({exc}); start a new --out") from None
-        changes = recipe_changes(old if isinstance(old, dict) else {}, new, kind)
+        changes = recipe_changes(_with_defaults(old if isinstance(old, dict) else {}), new, kind)
         if changes:
             shown = "; ".join(changes[:4]) + (f" (and {len(changes) - 4} more)" if len(changes) > 4 else "")
             raise RecipeError(
