@@ -114,11 +114,12 @@ class OptimConfig(StrictModel):
     grad_clip: Annotated[float, Field(gt=0.0)] | None = 1.0
     batch_size: PositiveInt = 16
     grad_accum_steps: PositiveInt = 1
-    precision: Literal["fp32", "bf16"] = Field(
+    precision: Literal["fp32", "bf16", "auto"] = Field(
         "fp32",
         description="bf16: the forward and backward run under bfloat16 autocast (much faster on CPUs with "
         "AVX512_BF16 or AMX, and on GPUs; slower where bf16 is emulated); weights, masks, gradients and the "
-        "optimizer stay fp32",
+        "optimizer stay fp32. auto: bf16 where the device computes it natively (a CUDA GPU with bf16, a CPU "
+        "with AVX512_BF16 or AMX-BF16), else fp32; the run logs which",
     )
 
 

@@ -29,6 +29,7 @@ from pruneofa.train.checkpoint import has_checkpoint, load_checkpoint, save_chec
 from pruneofa.train.distributed import current
 from pruneofa.train.dropout import forward_key, row_keyed_dropout
 from pruneofa.train.metrics import MetricsLog
+from pruneofa.train.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,9 @@ class Trainer:
             self.sparsifier.bind_optimizer(self.optimizer)
         self.updates = self.spec.schedule.update_steps() if self.spec.schedule else []
         self.checkpoint_dir = self.out_dir / "checkpoints" / self.spec.name
+        if self.spec.optim.precision == "auto":
+            log.info("%s: precision auto -> %s on %s", self.spec.name,
+                     resolve_precision("auto", self.device), self.device)
 
     def next_batch(self, step: int, micro: int) -> Any:
         raise NotImplementedError
@@ -183,7 +187,7 @@ class Trainer:
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """bfloat16 autocast for the step's forward and backward when the phase asks for it (fp32 masters)."""
-        enabled = self.spec.optim.precision == "bf16"
+        enabled = resolve_precision(self.spec.optim.precision, self.device) == "bf16"
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     # -- the phase ----------------------------------------------------------------------------------
