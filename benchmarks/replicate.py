@@ -128,8 +128,9 @@ def _dense_dir(seed: int) -> Path:
 
 
 def _schedule(steps: int) -> list[str]:
-    """The quickstart's shape at any length: 90% reached at 2/3 of the steps, 7 mask updates."""
-    end = steps * 2 // 3
+    """The quickstart's shape at any length: 90% reached at about 2/3 of the steps, 7 mask updates (the end
+    step rounded down to a multiple of 6, so that the 6 intervals are equal, as the schedule requires)."""
+    end = steps * 2 // 3 // 6 * 6
     return [f"pretrain.steps={steps}", f"pretrain.schedule.end_step={end}",
             f"pretrain.schedule.frequency={end // 6}", f"pretrain.checkpoint_every={max(30, steps // 6)}",
             f"pretrain.eval_every={steps // 3}"]

@@ -63,6 +63,29 @@ def test_best_objective_and_the_report_use_means_over_seeds(replicate):
     assert "pretrain.distill.positions=masked" in argv and "pretrain.steps=600" in argv
 
 
+def test_every_cell_is_a_valid_recipe(replicate):
+    """Each cell's `pruneofa run` overrides validate (a schedule whose intervals do not divide fails here, not
+    an hour into the study)."""
+    from pruneofa.config.loader import load_recipe
+
+    for key in replicate.OBJECTIVES:  # later cells need the chosen objective
+        for seed in replicate.SEEDS:
+            _finish(replicate, f"rq1-{key}-s{seed}", transfer_accuracy=73.0, pretrain_seconds=360.0,
+                    pretrain_steps=180)
+    checked = 0
+    for cell in replicate.study():
+        commands = cell.argv()
+        for argv in commands if isinstance(commands[0], list) else [commands]:
+            if argv[0] == "run":
+                load_recipe(argv[1], [argv[i + 1] for i, a in enumerate(argv) if a == "--set"])
+                checked += 1
+    assert checked > 40
+    budget = next(c for c in replicate.study() if c.name == "rq1-budget600-s1").argv()
+    recipe = load_recipe(budget[1], [budget[i + 1] for i, a in enumerate(budget) if a == "--set"])
+    schedule = recipe.pretrain.schedule
+    assert recipe.pretrain.steps == 600 and schedule.end_step == 396 and schedule.frequency == 66
+
+
 def test_the_cheapest_objective_within_one_standard_error_of_the_best_is_chosen(replicate):
     se = replicate.standard_error(74.0)  # 1.55 points at 74% on 800 examples
     assert se == pytest.approx(100 * (0.74 * 0.26 / 800) ** 0.5)
