@@ -203,12 +203,7 @@ def study() -> list[Cell]:
             cells.append(_ofa_cell(f"rq1-{key}-s{seed}", "rq1-objectives", label, seed,
                                    lambda overrides=overrides: overrides))
     objectives = [f"rq1-{key}-s{s}" for key in OBJECTIVES for s in SEEDS]
-    for steps in BUDGETS[1:]:
-        for seed in SEEDS:
-            cell = _ofa_cell(f"rq1-budget{steps}-s{seed}", "rq1-budget", f"{steps} pre-training steps", seed,
-                             lambda steps=steps: OBJECTIVES[best_objective()][1] + _schedule(steps))
-            cell.needs += objectives
-            cells.append(cell)
+    # the teacher's preparation first: cheaper than the longer budgets, and the stronger lever so far
     cells.append(Cell("teacher600", "rq1-budget", "dense MiniLM teacher prepared 4x longer (650 steps)", None,
                       lambda: _run(["teacher"], RUNS / "teacher600", ["teacher.steps=600"])))
     for seed in SEEDS:  # the teacher's preparation budget as a variable (same task teacher, same student budget)
@@ -216,6 +211,12 @@ def study() -> list[Cell]:
                          lambda: OBJECTIVES[best_objective()][1], teacher="teacher600")
         cell.needs += objectives
         cells.append(cell)
+    for steps in BUDGETS[1:]:
+        for seed in SEEDS:
+            cell = _ofa_cell(f"rq1-budget{steps}-s{seed}", "rq1-budget", f"{steps} pre-training steps", seed,
+                             lambda steps=steps: OBJECTIVES[best_objective()][1] + _schedule(steps))
+            cell.needs += objectives
+            cells.append(cell)
     for steps in TASK_STEPS[1:]:  # where task-specific pruning catches up, at 4x and 16x the per-task steps
         for seed in SEEDS:
             cells.append(_task_pruning_cell(steps, seed))
