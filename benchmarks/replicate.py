@@ -494,6 +494,7 @@ def render() -> str:
              "For orientation, the paper's BERT-Base figures (GPU, 2 x 100k steps at batch 256):", ""]
     lines += [f"- {k}: {v}" for k, v in PAPER_BERT_BASE.items()]
     lines += _goal_lines(dense)
+    lines += _limit_lines()
     teacher = _metric("teacher", "teacher_mlm_accuracy")
     lines += ["", f"Dense teacher (prepared MiniLM) masked-token accuracy: "
               f"{'pending' if teacher is None else f'{teacher:.4f}'}.", ""]
@@ -586,6 +587,53 @@ def _goal_lines(dense: list[str]) -> list[str]:
         if len(ofa) < len(SEEDS) or len(other) < len(SEEDS) or not final:
             verdict += " (provisional)"
         lines.append(f"| {criterion} | {_stat(other)} | {margin:+.2f} | {verdict} |")
+    return [*lines, ""]
+
+
+def _paired_delta(cells: str, reference: str, key: str = "transfer_accuracy") -> str:
+    """Mean of (cells - reference) over the seeds both have finished ('{cells}' takes the seed), so that a
+    one-seed cell is compared with the same seed of the reference, not with a mean over other seeds."""
+    pairs = {s: (_metric(cells.format(s), key), _metric(reference.format(s), key)) for s in SEEDS}
+    diffs = {s: a - b for s, (a, b) in pairs.items() if a is not None and b is not None}
+    if not diffs:
+        return "pending"
+    seeds = "" if len(diffs) == len(SEEDS) else f" (seed{'s' * (len(diffs) > 1)} {', '.join(map(str, diffs))} only)"
+    return f"{statistics.mean(diffs.values()):+.2f}{seeds}"
+
+
+def _limit_lines() -> list[str]:
+    """What limits Prune OFA here, from the finished cells: the pre-training budget, the teacher's quality, and
+    what sparse pre-training adds over pruning the same starting point without it."""
+    best = best_objective() or best_objective(provisional=True)
+    if best is None:
+        return []
+    ofa = f"rq1-{best}-s{{}}"
+    base = _values([ofa.format(s) for s in SEEDS], "transfer_accuracy")
+    base_mlm = _values([ofa.format(s) for s in SEEDS], "student_mlm_accuracy")
+    se = standard_error(statistics.mean(base))
+    lines = ["## What limits it (computed from the finished cells)", "",
+             f"Differences in dev-accuracy points, seed by seed, against Prune OFA at {BUDGETS[0]} steps "
+             f"({_stat(base)}); one standard error of one run is {se:.2f} points.", ""]
+    for steps in BUDGETS[1:]:
+        names = [f"rq1-budget{steps}-s{s}" for s in SEEDS]
+        accuracy, mlm = _values(names, "transfer_accuracy"), _values(names, "student_mlm_accuracy")
+        if accuracy:
+            lines.append(f"- **Budget**: {steps} pre-training steps ({steps / BUDGETS[0]:.1f}x the tokens): "
+                         f"{_stat(accuracy)}, {_paired_delta(f'rq1-budget{steps}-s{{}}', ofa)}; the student's "
+                         f"masked-token accuracy {statistics.mean(base_mlm):.3f} -> {statistics.mean(mlm):.3f}.")
+    teacher, teacher600 = _metric("teacher", "teacher_mlm_accuracy"), _metric("teacher600", "teacher_mlm_accuracy")
+    stronger = _values([f"rq1-teacher600-s{s}" for s in SEEDS], "transfer_accuracy")
+    if teacher is not None and teacher600 is not None:
+        line = (f"- **Teacher**: preparing the teacher 4x longer raises its masked-token accuracy {teacher:.3f} -> "
+                f"{teacher600:.3f}")
+        lines.append(line + (f"; Prune OFA from it: {_stat(stronger)}, {_paired_delta('rq1-teacher600-s{}', ofa)}."
+                             if stronger else "; Prune OFA from it: pending."))
+    oneshot = _values([f"rq2-oneshot-s{s}" for s in SEEDS], "transfer_accuracy")
+    if oneshot:
+        task = f"rq2-taskgmp{TASK_STEPS[0]}-s{{}}"
+        lines.append(f"- **Starting point**: from the same prepared teacher, one-shot pruning reaches "
+                     f"{_stat(oneshot)}: sparse pre-training adds {_paired_delta(ofa, 'rq2-oneshot-s{}')}, while "
+                     f"pruning during the task's own fine-tuning adds {_paired_delta(task, 'rq2-oneshot-s{}')}.")
     return [*lines, ""]
 
 

@@ -86,6 +86,21 @@ def test_every_cell_is_a_valid_recipe(replicate):
     assert recipe.pretrain.steps == 600 and schedule.end_step == 396 and schedule.frequency == 66
 
 
+def test_what_limits_it_compares_seed_by_seed(replicate):
+    for key in replicate.OBJECTIVES:
+        for seed in replicate.SEEDS:
+            _finish(replicate, f"rq1-{key}-s{seed}", transfer_accuracy=70.0 + 4 * (seed == 1),
+                    student_mlm_accuracy=0.1, pretrain_seconds=180.0, pretrain_steps=180)
+    _finish(replicate, "rq1-budget600-s1", transfer_accuracy=75.0, student_mlm_accuracy=0.2)
+    for seed in replicate.SEEDS:
+        _finish(replicate, f"rq2-oneshot-s{seed}", transfer_accuracy=71.0 + 4 * (seed == 1))
+    report = replicate.render()
+    # seed 1 only: 75 - 74, not 75 against the two-seed mean of 72
+    assert "600 pre-training steps (3.3x the tokens): 75.00 (1 seed), +1.00 (seed 1 only)" in report
+    assert "masked-token accuracy 0.100 -> 0.200" in report
+    assert "one-shot pruning reaches 73.00 ± 2.83 (n=2): sparse pre-training adds -1.00" in report
+
+
 def test_the_cheapest_objective_within_one_standard_error_of_the_best_is_chosen(replicate):
     se = replicate.standard_error(74.0)  # 1.55 points at 74% on 800 examples
     assert se == pytest.approx(100 * (0.74 * 0.26 / 800) ** 0.5)
