@@ -323,7 +323,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, smoothi
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "report"
     if not 0.0 <= smoothing < 1.0:
-        raise PruneofaError(f"smoothing must be in [0, 1), got {smoothing}")
+        raise PruneofaError(f"smoothing must be in [0, 1), got {smoothing}; use e.g. --smoothing 0.6 (0: no smoothing)")
     run = load_run(run_dir, skip=(out_dir,))
     _check_out_dir(run_dir, out_dir, [s.path for s in run.stages])
     title = f"pruneofa run report: {run_dir.resolve().name}"

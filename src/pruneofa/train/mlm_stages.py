@@ -55,7 +55,8 @@ def prepare_mlm_data(cfg: DataConfig, tokenizer: Any, seed: int) -> MLMData:
     docs = load_documents(cfg.corpus)
     train_docs, eval_docs = split_documents(docs, cfg.eval_fraction, seed)
     if not eval_docs or not train_docs:
-        raise PruneofaError(f"corpus '{cfg.corpus}' is too small to hold out {cfg.eval_fraction:.0%} for evaluation")
+        raise PruneofaError(f"corpus '{cfg.corpus}' is too small to hold out {cfg.eval_fraction:.0%} for evaluation; "
+                            "use more documents (data.corpus) or change data.eval_fraction")
     masker = MLMMasker(tokenizer, cfg.mlm_probability, cfg.whole_word)
     info: dict[str, Any] = {
         "corpus": cfg.corpus,
@@ -152,7 +153,8 @@ def run_pretrain(recipe: Recipe, cfg: PretrainStage, model_in: str, out_dir: Pat
     tokenizer = load_tokenizer(model_in)
     dense, sparsifier_in, _ = load_pretraining_model(model_in, cfg.data)
     if sparsifier_in is not None and sparsifier_in.sparsity > 0:
-        raise PruneofaError(f"the pretrain stage needs a dense teacher, but '{model_in}' is already sparse")
+        raise PruneofaError(f"the pretrain stage needs a dense teacher, but '{model_in}' is already sparse; set "
+                            "the recipe's model to a dense one (or run its teacher stage on one)")
     if cfg.distill.alpha_attention > 0:  # attention maps come only from the eager implementation
         dense.set_attn_implementation("eager")
     student = copy.deepcopy(dense).to(device)
