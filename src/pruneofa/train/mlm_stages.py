@@ -19,12 +19,10 @@ from pruneofa.data.mlm import BatchStream, MaskedBatch, MLMMasker, fixed_eval_ba
 from pruneofa.data.pairs import PairBatch, PairBlocks, build_pairs, fixed_pair_batches
 from pruneofa.distill import FrozenTeacher
 from pruneofa.errors import PruneofaError
-from pruneofa.fsutil import atomic_write_text
 from pruneofa.modeling import load_model, load_tokenizer
 from pruneofa.pruning.schedule import GMPSchedule
 from pruneofa.pruning.sparsifier import Sparsifier
 from pruneofa.train.common import finish_stage, resolve_device
-from pruneofa.train.distributed import current
 from pruneofa.train.loop import MLMTrainer, PhaseSpec, evaluate_mlm
 from pruneofa.train.metrics import MetricsLog
 from pruneofa.train.nsp import NSPTrainer, evaluate_pretraining, require_nsp_head
@@ -173,9 +171,8 @@ def run_pretrain(recipe: Recipe, cfg: PretrainStage, model_in: str, out_dir: Pat
                "sparsity": report.overall(),
                "distill": cfg.distill.model_dump(), "data": data.info,
                "seconds": round(time.perf_counter() - began, 1), "steps": cfg.steps}
-    finish_stage(out_dir, student.cpu(), tokenizer, sparsifier, summary)
+    # in the model folder, so the checksum file lists it like the task stages' audits
+    finish_stage(out_dir, student.cpu(), tokenizer, sparsifier, summary, {"audit.json": report.to_json()})
     print(report.table())
     print_summary("pretrain", summary)
-    if current().is_main:
-        atomic_write_text(out_dir / "audit.json", report.to_json())
     return out_dir
