@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -92,14 +93,28 @@ def test_recipes_lists_builtins(capsys):
     assert "sparsity: 0.8" in capsys.readouterr().out
 
 
+def _command_paths(parser, path=()):
+    """Every command line that has its own `--help`: (), ("run",), ("data",), ("data", "list")..."""
+    yield path
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from _command_paths(child, (*path, name))
+
+
 def test_every_command_help_ends_with_an_example(capsys):
     from pruneofa.cli.examples import EXAMPLES
-    from pruneofa.cli.main import _COMMANDS, main
+    from pruneofa.cli.main import _COMMANDS, build_parser, main
 
-    assert set(EXAMPLES) == {*_COMMANDS, "pruneofa"}
-    for argv in ([], *([c] for c in _COMMANDS)):
+    paths = list(_command_paths(build_parser()))
+    assert {("data", "list"), ("data", "fetch")} <= set(paths) and len(paths) == len(_COMMANDS) + 3
+    assert set(EXAMPLES) == {" ".join(p) or "pruneofa" for p in paths}
+    for argv in paths:
         with pytest.raises(SystemExit):
             main([*argv, "--help"])
         text = capsys.readouterr().out
         examples = text.split("examples:\n", 1)[1].splitlines()
         assert examples and all(line.startswith("  pruneofa ") for line in examples), (argv, examples)
+        assert all(set(argv) <= set(line.split()) for line in examples), (argv, examples)  # its own command
+
+

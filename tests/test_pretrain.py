@@ -11,7 +11,9 @@ from tests.conftest import write_tiny_corpus, write_tiny_model
 
 from pruneofa.config import parse_recipe
 from pruneofa.distill import kd_logits_loss
-from pruneofa.modeling import audit_folder, load_model
+from pruneofa.errors import CheckpointError
+from pruneofa.fsutil import sha256_file
+from pruneofa.modeling import CHECKSUM_FILE, audit_folder, load_model, verify_checksums
 from pruneofa.pruning.schedule import GMPSchedule
 from pruneofa.train.pipeline import run_recipe
 
@@ -75,6 +77,16 @@ def test_teacher_then_pretrain_end_to_end(tmp_path, tiny_setup):
     assert summary["sparsity"]["ok"] and summary["eval"]["student"]["mlm_accuracy"] >= 0
     _model, sparsifier, _ = load_model(str(final))
     assert sparsifier.check().ok
+
+    # the audit is one of the stage's files, like a task stage's: listed in the checksum file, checked on load
+    assert json.loads((final / "audit.json").read_text())["overall"]["ok"] is True
+    listed = json.loads((final / CHECKSUM_FILE).read_text())["files"]
+    assert {"audit.json", "summary.json", "model.safetensors"} <= set(listed)
+    assert listed["audit.json"]["sha256"] == sha256_file(final / "audit.json")
+    audit = final / "audit.json"
+    audit.write_text(audit.read_text().replace("true", "TRUE"))  # same size, other bytes
+    with pytest.raises(CheckpointError, match=r"audit\.json' is corrupt"):
+        verify_checksums(final)
 
 
 def test_kd_loss_matches_a_hand_computation():

@@ -11,7 +11,7 @@ import torch
 from tests.conftest import write_tiny_corpus, write_tiny_model
 
 from pruneofa.config import parse_recipe
-from pruneofa.modeling import audit_folder, read_masks
+from pruneofa.modeling import CHECKSUM_FILE, audit_folder, read_masks
 from pruneofa.train.pipeline import run_recipe, run_stage
 
 _COLOURS = ["red", "blue", "green"]
@@ -84,6 +84,7 @@ def test_transfer_keeps_the_pretraining_mask_bit_for_bit(tmp_path, pretrained_ru
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert audit_folder(out).ok
     assert json.loads((out / "audit.json").read_text())["overall"]["ok"] is True
+    assert "audit.json" in json.loads((out / CHECKSUM_FILE).read_text())["files"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["mask_identical_to_pretrain"] is True
     assert summary["distilled_from"] == "finetune"

@@ -92,7 +92,7 @@ def model_class(config: Any, head: str) -> Any:
                 return cls
         head = "base"
     if head not in _HEADS:
-        raise CheckpointError(f"unknown model head '{head}' (known: auto, {', '.join(_HEADS)})")
+        raise CheckpointError(f"unknown model head '{head}'; use one of: auto, {', '.join(_HEADS)}")
     return getattr(transformers, _HEADS[head])
 
 

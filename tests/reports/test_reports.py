@@ -15,7 +15,7 @@ from pruneofa.cli import report_cmd
 from pruneofa.errors import PruneofaError
 from pruneofa.reports import build_report, plots, read_metrics, shorten_layer_name
 from pruneofa.reports.document import Section, Text
-from pruneofa.reports.report import RUN_SECTIONS, register_run_section
+from pruneofa.reports.report import RUN_SECTIONS, STAGE_SECTIONS
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 STEPS = 120
@@ -274,22 +274,30 @@ def test_out_dir_that_would_destroy_data_is_refused(run_dir, tmp_path):
     assert (other / "keep.txt").exists()
 
 
-def test_custom_out_dir_and_registered_section(run_dir, tmp_path):
+def test_custom_out_dir_and_an_added_section(run_dir, tmp_path):
     def bench(ctx):
         data = ctx.run_json("bench.json")
         return [Section("Benchmark", [Text(f"latency {data['ms']} ms")])] if data else []
 
-    register_run_section(bench)
-    try:
-        out = tmp_path / "elsewhere"
-        md = build_report(run_dir, out).read_text()
-        assert "Benchmark" not in md  # no bench.json: section skipped
-        (run_dir / "bench.json").write_text('{"ms": 3.5}')
-        md = build_report(run_dir, out).read_text()
-        assert "latency 3.5 ms" in md
-        assert all((out / link).is_file() for link in _linked_images(md))
-    finally:
-        RUN_SECTIONS.remove(bench)
+    out = tmp_path / "elsewhere"
+    md = build_report(run_dir, out, sections=(*RUN_SECTIONS, bench)).read_text()
+    assert "Benchmark" not in md  # no bench.json: section skipped
+    (run_dir / "bench.json").write_text('{"ms": 3.5}')
+    md = build_report(run_dir, out, sections=(*RUN_SECTIONS, bench)).read_text()
+    assert "latency 3.5 ms" in md
+    assert all((out / link).is_file() for link in _linked_images(md))
+    assert "latency" not in build_report(run_dir, out).read_text()  # the table itself is unchanged
+
+
+def test_the_section_tables_list_the_page_in_order(run_dir):
+    assert [b.__name__ for b in RUN_SECTIONS] == ["cost_and_gain", "overview", "stages", "recipe"]
+    assert [b.__name__ for b in STAGE_SECTIONS] == [
+        "headline_table", "eval_table", "against_dense_baseline", "sparsity_schedule_plot", "lr_plot",
+        "losses_plot", "eval_plot", "layer_sparsity_plot", "weight_histogram_plot", "sparsity_heatmap_plot"]
+    md = build_report(run_dir).read_text()
+    headings = [line for line in md.splitlines() if line.startswith("## ")]
+    assert headings[:2] == ["## What sparsity cost and bought", "## Overview"] and headings[-1] == "## Recipe"
+    assert headings[2:-1] == [f"## Stage `{name}`" for name in ("teacher", "pretrain")]
 
 
 def test_cli_prints_the_report_path(run_dir, capsys):

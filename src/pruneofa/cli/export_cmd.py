@@ -69,7 +69,8 @@ def resolve_model_folder(source: str | Path) -> Path:
             return path / stage
     raise PruneofaError(
         f"'{path}' is neither a pruneofa model folder (no {SPARSITY_FILE}) nor a run folder with a stage "
-        f"folder ({', '.join(STAGE_PREFERENCE)})"
+        f"folder ({', '.join(STAGE_PREFERENCE)}); pass a stage folder of `pruneofa run` or the --out of "
+        "`pruneofa prune`"
     )
 
 
@@ -82,7 +83,8 @@ def _tokenizer(folder: Path) -> Any:
     try:
         return AutoTokenizer.from_pretrained(str(folder))
     except (OSError, ValueError) as exc:
-        raise PruneofaError(f"cannot load the tokenizer in '{folder}': {exc}") from None
+        raise PruneofaError(f"cannot load the tokenizer in '{folder}': {exc}; save the model's tokenizer in that "
+                            "folder again (tokenizer.save_pretrained)") from None
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -46,7 +46,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise PruneofaError(f"--threads must be >= 1, got {args.threads}; use --threads 1 or more")
     if args.max_length is not None and args.max_length < 2:
-        raise PruneofaError(f"--max-length must be >= 2 (room for the special tokens), got {args.max_length}")
+        raise PruneofaError(f"--max-length must be >= 2 (room for the special tokens), got {args.max_length}; "
+                            "use --max-length 2 or more")
     _check_texts(args.text, "text")
     _check_texts(args.pair or [], "--pair")
     model = SparseModel.load(args.path, threads=args.threads, activations=args.activations,

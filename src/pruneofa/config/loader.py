@@ -47,15 +47,19 @@ def read_recipe_source(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
         if not builtin.is_file():
             names = list(list_builtin_recipes())
             hint = difflib.get_close_matches(str(name_or_path), names, n=1)
-            extra = f"; did you mean '{hint[0]}'?" if hint else f" (built-in: {', '.join(names)})"
-            raise RecipeError(f"no recipe file or built-in recipe named '{name_or_path}'{extra}")
+            if hint:
+                raise RecipeError(f"no recipe file or built-in recipe named '{name_or_path}'; did you mean "
+                                  f"'{hint[0]}'?")
+            raise RecipeError(f"no recipe file or built-in recipe named '{name_or_path}'; pass a .yaml file or a "
+                              f"built-in name ({', '.join(names)})")
         text, origin = builtin.read_text(encoding="utf-8"), f"builtin:{name_or_path}"
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise RecipeError(f"recipe {origin} is not valid YAML: {exc}; fix the line it names") from None
+        raise RecipeError(f"recipe {origin} is not valid YAML: {_one_line(exc)}; fix the line it names") from None
     if not isinstance(raw, dict):
-        raise RecipeError(f"recipe {origin} must be a YAML mapping, got {type(raw).__name__}")
+        raise RecipeError(f"recipe {origin} must be a YAML mapping, got {type(raw).__name__}; write it as "
+                          "`key: value` lines (`pruneofa recipes quickstart` prints one)")
     return raw, origin
 
 
@@ -68,7 +72,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         try:
             value = yaml.safe_load(value_text) if value_text.strip() else ""
         except yaml.YAMLError as exc:
-            raise RecipeError(f"--set {key}: value '{value_text}' is not valid YAML: {exc}") from None
+            raise RecipeError(f"--set {key}: value '{value_text}' is not valid YAML: {_one_line(exc)}; quote it "
+                              f"(e.g. --set '{key}=\"{value_text}\"')") from None
         node: dict[str, Any] = raw
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -76,7 +81,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise RecipeError(f"--set {key}: '{part}' is a value, not a section")
+                raise RecipeError(f"--set {key}: '{part}' is a value, not a section; set '{part}' itself, or check the "
+                                  "key path (`pruneofa recipes NAME` prints the recipe)")
             node = child
         node[parts[-1]] = value
     return raw
@@ -105,6 +111,11 @@ def recipe_hash(recipe: Recipe) -> str:
     return hashlib.sha256(dump_recipe(recipe).encode()).hexdigest()[:16]
 
 
+def _one_line(exc: Exception) -> str:
+    """A parser's message (PyYAML's spans several lines, with a caret) as one line."""
+    return " ".join(str(exc).split())
+
+
 def _describe(exc: ValidationError, origin: str) -> str:
     problems = []
     for err in exc.errors():
@@ -125,6 +136,8 @@ def _describe(exc: ValidationError, origin: str) -> str:
     head = f"invalid recipe {origin}: {problems[0]}"
     if len(problems) > 1:
         head += f" (and {len(problems) - 1} more: " + "; ".join(problems[1:]) + ")"
+    if "did you mean" not in head:
+        head += "; fix it in the recipe, or override it with --set KEY=VALUE"
     return head
 
 

@@ -269,7 +269,8 @@ def _read_jsonl(path: Path, default_source: str) -> list[Document]:
                 raise FetchError(f"{path}:{lineno}: expected a JSON object with a \"text\" field; fix "
                                  "that line (one {\"text\": ...} object per line)") from exc
             if not isinstance(text, str):
-                raise FetchError(f"{path}:{lineno}: \"text\" must be a string")
+                raise FetchError(f"{path}:{lineno}: \"text\" must be a string; fix that line "
+                                 "(one {\"text\": ...} object per line)")
             if text.strip():
                 title = str(row.get("title", f"{path.stem}:{lineno}"))
                 docs.append(Document(str(row.get("source", default_source)), title, text))
@@ -328,7 +329,8 @@ def load_documents(spec: str) -> list[Document]:
     if path.suffix == ".txt":
         paragraphs = [chunk.strip() for chunk in re.split(r"\n\s*\n", _read_text(path)) if chunk.strip()]
         return [Document(path.name, f"{path.stem}#{i}", text) for i, text in enumerate(paragraphs)]
-    raise FetchError(f"corpus file '{spec}' must end in .txt or .jsonl")
+    raise FetchError(f"corpus file '{spec}' must end in .txt or .jsonl; rename it to the suffix its content has "
+                     "(.txt: plain text, .jsonl: one {\"text\": ...} object per line)")
 
 
 def clear_corpus_cache() -> None:

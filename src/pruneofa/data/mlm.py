@@ -115,7 +115,7 @@ def cls_sep_ids(tokenizer: Any) -> tuple[int, int]:
     if cls_id is None or sep_id is None:
         raise PruneofaError(
             f"tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has no CLS/SEP (or <s>/</s>) token; "
-            "masked-LM blocks need both"
+            "masked-LM blocks need both: use a model whose tokenizer has them (BERT or RoBERTa style)"
         )
     return int(cls_id), int(sep_id)
 
@@ -173,7 +173,8 @@ def pack_blocks(
     if max_blocks is not None:
         n = min(n, max_blocks)
     if n == 0:
-        raise PruneofaError(f"corpus too small: {len(stream)} tokens do not fill one block of {block_size}")
+        raise PruneofaError(f"corpus too small: {len(stream)} tokens do not fill one block of {block_size}; use "
+                            "more text (data.corpus) or a smaller data.block_size")
     out = np.empty((n, block_size), dtype=np.int64)
     out[:, 0] = cls_id
     out[:, 1:-1] = stream[: n * body].reshape(n, body)
@@ -216,7 +217,8 @@ class MLMMasker:
         if not 0.0 < mlm_probability < 1.0:
             raise ValueError(f"mlm_probability must be in (0, 1), got {mlm_probability}")
         if tokenizer.mask_token_id is None:
-            raise PruneofaError(f"tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has no mask token")
+            raise PruneofaError(f"tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has no mask token; use a "
+                                "model whose tokenizer defines mask_token (masked-LM needs one)")
         self.mlm_probability = float(mlm_probability)
         self.mask_token_id = int(tokenizer.mask_token_id)
         vocab: dict[str, int] = tokenizer.get_vocab()
@@ -316,7 +318,8 @@ class BatchStream:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if len(blocks) < batch_size:
-            raise PruneofaError(f"only {len(blocks)} blocks for a batch size of {batch_size}: use more text")
+            raise PruneofaError(f"only {len(blocks)} blocks for a batch size of {batch_size}: use more text "
+                                "(data.corpus) or a smaller optim.batch_size")
         self.blocks = blocks
         self.batch_size = int(batch_size)
         self.seed = int(seed)
@@ -358,11 +361,13 @@ class BatchStream:
             if name in state and int(state[name]) != mine:
                 raise CheckpointError(
                     f"batch stream state was saved with {name}={state[name]}, this run has {name}={mine}: "
-                    "resuming would not replay the same batches"
+                    "resuming would not replay the same batches; resume with the recipe and data that wrote it, "
+                    "or run the stage again without --resume"
                 )
         missing = {"epoch", "position"} - set(state)
         if missing:
-            raise CheckpointError(f"batch stream state lacks {sorted(missing)}")
+            raise CheckpointError(f"batch stream state lacks {sorted(missing)}; the checkpoint is damaged: delete it "
+                                  "to resume from the one before")
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
 
 

@@ -159,7 +159,8 @@ def build_pairs(
     cls_id, sep_id = cls_sep_ids(tokenizer)
     if tokenizer.pad_token_id is None:
         raise PruneofaError(f"tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has no padding token; "
-                            "sentence pairs need one")
+                            "sentence pairs need one: use a model whose tokenizer defines pad_token, or set "
+                            "data.nsp: false")
     texts = [d.text if isinstance(d, Document) else d for d in docs]
     header = (f"pairs-v{_PAIRS_FORMAT}\0{tokenizer_fingerprint(tokenizer)}\0{block_size}\0{max_pairs}\0"
               f"{short_probability}\0{seed}")
@@ -185,7 +186,8 @@ def build_pairs(
     found = found[:max_pairs] if max_pairs is not None else found
     if not found:
         raise PruneofaError(f"corpus too small for sentence pairs: {len(texts)} documents gave none "
-                            "(next-sentence prediction needs at least two documents with text)")
+                            "(next-sentence prediction needs at least two documents with text); use a larger "
+                            "data.corpus, or set data.nsp: false")
     pairs = _to_blocks(found, block_size, cls_id, sep_id, int(tokenizer.pad_token_id))
     share = float(pairs.next_sentence_label.float().mean())
     log.info("built %d sentence pairs of at most %d tokens from %d documents (%.1f%% random B)",

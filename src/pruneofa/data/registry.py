@@ -213,7 +213,7 @@ def _run(package: str, cmd: list[str], cwd: Path) -> subprocess.CompletedProcess
     try:
         proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=1800, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise FetchError(f"{package}: `{' '.join(cmd[:3])} ...` failed to run: {exc}") from exc
+        raise FetchError(f"{package}: `{' '.join(cmd[:3])} ...` failed to run: {exc}" + RETRY) from exc
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         raise FetchError(f"{package}: `{' '.join(cmd[:3])} ...` exited {proc.returncode}: {' | '.join(tail)}"
@@ -381,7 +381,8 @@ def fetch_npm(name: str, version: str, members: Sequence[str] | None = None) -> 
     def download(d: Path) -> Path:
         npm = shutil.which("npm")
         if npm is None:
-            raise FetchError(f"{package}: `npm` is not installed (needed to fetch npm packages)")
+            raise FetchError(f"{package}: `npm` is not installed (needed to fetch npm packages); install Node.js "
+                             "(e.g. apt-get install npm), or leave this source out")
         _run(package, [npm, "pack", package, "--silent", "--ignore-scripts", "--pack-destination", str(d)], d)
         return _single_file(package, d, (".tgz",))
 
@@ -398,7 +399,8 @@ def fetch_deb(package: str) -> Path:
         return dest
     apt, dpkg = shutil.which("apt-get"), shutil.which("dpkg-deb")
     if apt is None or dpkg is None:
-        raise FetchError(f"{package}: `apt-get` and `dpkg-deb` are needed to fetch Debian packages")
+        raise FetchError(f"{package}: `apt-get` and `dpkg-deb` are needed to fetch Debian packages; run it on "
+                         "Debian or Ubuntu, or leave this source out")
     if dest.exists():
         shutil.rmtree(dest)
     with tempfile.TemporaryDirectory(prefix=".dl-", dir=_ensure(dest.parent)) as dl:

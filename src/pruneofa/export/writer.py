@@ -88,7 +88,8 @@ def export_model(
         weight = module.weight.detach().float().cpu()
         bad = int(torch.count_nonzero(weight[~mask]))
         if bad:
-            raise CheckpointError(f"'{name}' has {bad} non-zero weights under its mask; refusing to export")
+            raise CheckpointError(f"'{name}' has {bad} non-zero weights under its mask; refusing to export: "
+                                  "call pruneofa.masks.apply_masks_(model) first, or prune the model again")
         if isinstance(module, MaskedQATLinear):
             q, scale = module.int8_weight()
             q, scale = q.cpu(), scale.cpu()

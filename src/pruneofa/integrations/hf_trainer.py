@@ -137,7 +137,8 @@ class PruneOFACallback(TrainerCallback, ExportableState):
             if trainer.lr_scheduler is not None:
                 raise PruneofaError("the Trainer already has an LR scheduler: pass lr=None to keep it")
             if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
-                raise PruneofaError("lr= needs the optimizer before train(), which FSDP/DeepSpeed create later")
+                raise PruneofaError("lr= needs the optimizer before train(), which FSDP/DeepSpeed create later; "
+                                    "pass lr=None and set the Trainer's own LR schedule")
             trainer.lr_scheduler = rewinding_lr_scheduler(
                 trainer.create_optimizer(), lr, trainer.args.max_steps, callback.schedule
             )
@@ -184,7 +185,8 @@ class PruneOFACallback(TrainerCallback, ExportableState):
             if meta is None:
                 raise CheckpointError(
                     f"resuming at step {state.global_step} from a checkpoint without pruneofa state "
-                    "(was it written by a Trainer without PruneOFACallback?)"
+                    "(was it written by a Trainer without PruneOFACallback?); resume from a checkpoint the "
+                    "callback saved, or start the training again"
                 )
             if self.sparsifier is None and not any(masked_modules(model)):
                 raise CheckpointError(

@@ -108,7 +108,8 @@ class AuditReport:
             bad = [layer for layer in self.layers if not layer.ok]
             raise SparsityDriftError(
                 f"sparsity check failed{' at ' + self.where if self.where else ''}: {len(bad)} of "
-                f"{len(self.layers)} layers drifted (first: {bad[0].name}: {'; '.join(bad[0].problems())})\n"
+                f"{len(self.layers)} layers drifted (first: {bad[0].name}: {'; '.join(bad[0].problems())}); find "
+                "what changed the weights (an update without apply_masks_?), or prune again. Per layer:\n"
                 + self.table(only_failures=True)
             )
         return self

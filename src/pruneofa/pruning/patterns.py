@@ -107,4 +107,5 @@ def get_pattern(name: str) -> Pattern:
     try:
         return PATTERNS[name]
     except KeyError:
-        raise TargetError(f"unknown sparsity pattern '{name}' (known: {', '.join(PATTERNS)})") from None
+        raise TargetError(f"unknown sparsity pattern '{name}'; use one of: {', '.join(PATTERNS)} "
+                          "(masks.pattern)") from None

@@ -59,7 +59,7 @@ class Sparsifier:
             raise PruneofaError("the sparsity pattern is locked: masks cannot be recomputed in this stage; "
                                 "prune in a stage that is not locked (pretrain, prune, or transfer.schedule)")
         if not 0.0 <= sparsity < 1.0:
-            raise PruneofaError(f"sparsity must be in [0, 1), got {sparsity}")
+            raise PruneofaError(f"sparsity must be in [0, 1), got {sparsity}; pass a fraction such as 0.9")
         new = magnitude_masks(self.layers, sparsity, self.pattern, self.config.allocation)
         for layer in self.layers:
             mask, zeros = new[layer.name]
@@ -142,7 +142,8 @@ class Sparsifier:
         saved, live = set(state["targets"]), set(self.targets)
         if saved != live:
             raise CheckpointError(f"the checkpoint prunes {len(saved)} layers, this run {len(live)}; "
-                                  f"differing: {sorted(saved ^ live)[:5]}")
+                                  f"differing: {sorted(saved ^ live)[:5]}; resume with the recipe that wrote it "
+                                  "(masks.targets), or run without --resume")
         for name, (sparsity, zeros) in state["targets"].items():
             self.targets[name] = LayerTarget(float(sparsity), int(zeros))
         self.locked = bool(state.get("locked", False))

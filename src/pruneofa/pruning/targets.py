@@ -45,7 +45,8 @@ def select_targets(model: nn.Module, cfg: TargetsConfig) -> list[LayerRef]:
     axes = _type_axes()
     unknown = [t for t in cfg.types if t not in axes]
     if unknown:
-        raise TargetError(f"unsupported module types {unknown} (known: {', '.join(axes)})")
+        raise TargetError(f"unsupported module types {unknown}; set masks.targets.types to some of: "
+                          f"{', '.join(axes)}")
     prefix = encoder_prefix(model) if cfg.scope == "encoder" else ""
     candidates: list[LayerRef] = []
     for name, module in model.named_modules():

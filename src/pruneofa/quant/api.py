@@ -49,10 +49,12 @@ def prepare_qat_(model: nn.Module, cfg: QATConfig, sparsifier: Sparsifier | None
     new modules. Raises if a swapped layer lost its mask (the invariant the whole pipeline rests on).
     """
     if any(isinstance(m, MaskedQATLinear | QATEmbedding) for m in model.modules()):
-        raise PruneofaError("the model is already QAT-prepared (prepare_qat_ runs once, on a float model)")
+        raise PruneofaError("the model is already QAT-prepared (prepare_qat_ runs once, on a float model); "
+                            "call it on the pruned float model, not on its QAT copy")
     linears = [name for name, module, param in masked_modules(model) if param == "weight"]
     if not linears:
-        raise PruneofaError("no masked Linear found: QAT expects a pruned model (masks from pruneofa)")
+        raise PruneofaError("no masked Linear found: QAT expects a pruned model (masks from pruneofa); prune it "
+                            "first (`pruneofa prune` or a pretrain stage)")
     modules = dict(model.named_modules())
     for name in linears:
         _set_submodule(model, name, MaskedQATLinear.from_linear(modules[name], cfg))
@@ -69,7 +71,8 @@ def prepare_qat_(model: nn.Module, cfg: QATConfig, sparsifier: Sparsifier | None
     for name in linears:
         new = after[name]
         if not isinstance(new, MaskedQATLinear) or get_mask(new) is None or new.weight is not modules[name].weight:
-            raise PruneofaError(f"QAT swap of '{name}' lost its mask or its weight Parameter")
+            raise PruneofaError(f"QAT swap of '{name}' lost its mask or its weight Parameter; report it (a pruneofa "
+                                "bug: the swap must carry both)")
     if sparsifier is not None:
         sparsifier.layers = [dataclasses.replace(layer, module=after[layer.name]) for layer in sparsifier.layers]
     return linears + embeddings

@@ -114,10 +114,12 @@ class MaskedQATLinear(nn.Linear):
     def from_linear(cls, linear: nn.Linear, cfg: QATConfig) -> MaskedQATLinear:
         if type(linear) is not nn.Linear:
             raise PruneofaError(
-                f"QAT supports nn.Linear only, got {type(linear).__name__} (HF Conv1D is not supported yet)"
+                f"QAT supports nn.Linear only, got {type(linear).__name__} (HF Conv1D is not supported yet); leave it "
+                "out with masks.targets.exclude"
             )
         if get_mask(linear) is None:
-            raise PruneofaError("MaskedQATLinear.from_linear needs a Linear with a weight_mask buffer")
+            raise PruneofaError("MaskedQATLinear.from_linear needs a Linear with a weight_mask buffer; attach one "
+                                "first (pruneofa.masks.attach_mask, or prune the model)")
         new = cls.__new__(cls)
         nn.Module.__init__(new)
         new.in_features, new.out_features = linear.in_features, linear.out_features
@@ -159,7 +161,8 @@ class QATEmbedding(nn.Embedding):
     @classmethod
     def from_embedding(cls, emb: nn.Embedding) -> QATEmbedding:
         if type(emb) is not nn.Embedding:
-            raise PruneofaError(f"QATEmbedding supports nn.Embedding only, got {type(emb).__name__}")
+            raise PruneofaError(f"QATEmbedding supports nn.Embedding only, got {type(emb).__name__}; pass an "
+                                "nn.Embedding, or leave embeddings unquantized (qat.quant.embeddings: false)")
         new = cls.__new__(cls)
         nn.Module.__init__(new)
         for attr in ("num_embeddings", "embedding_dim", "padding_idx", "max_norm", "norm_type",

@@ -9,14 +9,16 @@ from pruneofa.reports.plots import (
     shorten_layer_name,
 )
 from pruneofa.reports.report import (
+    RUN_SECTIONS,
+    STAGE_SECTIONS,
     ReportContext,
     build_report,
-    register_run_section,
-    register_stage_section,
 )
 from pruneofa.reports.rundata import load_run, read_metrics
 
 __all__ = [
+    "RUN_SECTIONS",
+    "STAGE_SECTIONS",
     "ReportContext",
     "build_report",
     "load_run",
@@ -26,7 +28,5 @@ __all__ = [
     "plot_losses",
     "plot_sparsity_schedule",
     "read_metrics",
-    "register_run_section",
-    "register_stage_section",
     "shorten_layer_name",
 ]

@@ -1,13 +1,15 @@
 """`build_report(run_dir)`: one Markdown + HTML page with plots for every stage of a run.
 
-The page is a list of sections made by registered builder functions, so a later part of pruneofa (bench,
-export sizes...) adds its section by registering one function; a builder whose inputs are missing returns
-nothing and its section is skipped. Example::
+The page is made by builder functions listed in two explicit tables at the end of the sections:
+`RUN_SECTIONS` (the page's sections, in order) and `STAGE_SECTIONS` (the blocks under each stage's heading).
+A new section is one function and one entry in its table; a builder whose inputs are missing returns nothing
+and its section is skipped. `build_report(..., sections=...)` takes another list of run sections, e.g.::
 
-    @register_run_section
-    def _bench(ctx: ReportContext) -> list[Section]:
+    def bench(ctx: ReportContext) -> list[Section]:
         data = ctx.run_json("bench.json")
         return [Section("Benchmark", [Table(["metric", "value"], ...)])] if data else []
+
+    build_report(run_dir, sections=(*RUN_SECTIONS, bench))
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -67,21 +69,6 @@ class ReportContext:
 
 RunSectionBuilder = Callable[[ReportContext], list[Section]]
 StageSectionBuilder = Callable[[ReportContext, StageData], list[Block]]
-
-RUN_SECTIONS: list[RunSectionBuilder] = []
-STAGE_SECTIONS: list[StageSectionBuilder] = []
-
-
-def register_run_section(fn: RunSectionBuilder) -> RunSectionBuilder:
-    """Add a section builder for the whole run; sections appear in registration order."""
-    RUN_SECTIONS.append(fn)
-    return fn
-
-
-def register_stage_section(fn: StageSectionBuilder) -> StageSectionBuilder:
-    """Add a builder whose blocks go under each stage's heading, in registration order."""
-    STAGE_SECTIONS.append(fn)
-    return fn
 
 
 # ---- figures gathered from the records ------------------------------------------------------------------
@@ -149,7 +136,6 @@ def _duration(seconds: float) -> str:
 # ---- stage sections -------------------------------------------------------------------------------------
 
 
-@register_stage_section
 def headline_table(ctx: ReportContext, stage: StageData) -> list[Block]:
     """summary.json (less its eval dicts), training figures from metrics.jsonl, overall sparsity."""
     rows: list[list[str]] = []
@@ -171,7 +157,6 @@ def headline_table(ctx: ReportContext, stage: StageData) -> list[Block]:
     return [Table(["figure", "value"], rows)] if rows else []
 
 
-@register_stage_section
 def eval_table(ctx: ReportContext, stage: StageData) -> list[Block]:
     """One row per eval metric, one column per eval (before, after, last logged)."""
     cols = _eval_dicts(stage)
@@ -184,7 +169,6 @@ def eval_table(ctx: ReportContext, stage: StageData) -> list[Block]:
     return [Table(["eval metric", *[f"`{c}`" if c.startswith("eval") else c for c in cols]], rows)]
 
 
-@register_stage_section
 def against_dense_baseline(ctx: ReportContext, stage: StageData) -> list[Block]:
     """A sparse stage's every final metric beside its dense baseline's: a table (with the difference) and bars."""
     comparison = baseline.compare(ctx.run.stages, stage)
@@ -214,35 +198,32 @@ def _prunes(stage: StageData) -> bool:
     return any(isinstance(r.get("sparsity"), (int, float)) and r["sparsity"] > 0 for r in stage.records)
 
 
-register_stage_section(_plot_section(
-    "sparsity_schedule", "sparsity schedule",
-    lambda c, s, p: plots.plot_sparsity_schedule(s.records, p, s.name) if _prunes(s) else None))
-register_stage_section(_plot_section(
-    "lr", "learning rate", lambda c, s, p: plots.plot_learning_rate(s.records, p, s.name)))
-register_stage_section(_plot_section(
-    "losses", "training losses", lambda c, s, p: plots.plot_losses(s.records, p, s.name, c.smoothing)))
-register_stage_section(_plot_section(
-    "eval", "evaluation", lambda c, s, p: plots.plot_eval(s.records, p, s.name)))
-register_stage_section(_plot_section(
-    "layer_sparsity", "per-layer sparsity", lambda c, s, p: plots.plot_layer_sparsity(s.sparsity, p, s.name)))
-register_stage_section(_plot_section(
-    "weight_histogram", "weight magnitudes before and after pruning",
-    lambda c, s, p: answer.plot_weight_change(c.run.stages, s, p)))
-register_stage_section(_plot_section(
-    "sparsity_heatmap", "sparsity per layer and module",
-    lambda c, s, p: answer.plot_sparsity_heatmap(s.layer_sparsity(), p, s.name)))
+def _plot_sections() -> tuple[StageSectionBuilder, ...]:
+    """The plots under a stage's heading, in page order."""
+    return (
+        _plot_section("sparsity_schedule", "sparsity schedule",
+                      lambda c, s, p: plots.plot_sparsity_schedule(s.records, p, s.name) if _prunes(s) else None),
+        _plot_section("lr", "learning rate", lambda c, s, p: plots.plot_learning_rate(s.records, p, s.name)),
+        _plot_section("losses", "training losses",
+                      lambda c, s, p: plots.plot_losses(s.records, p, s.name, c.smoothing)),
+        _plot_section("eval", "evaluation", lambda c, s, p: plots.plot_eval(s.records, p, s.name)),
+        _plot_section("layer_sparsity", "per-layer sparsity",
+                      lambda c, s, p: plots.plot_layer_sparsity(s.sparsity, p, s.name)),
+        _plot_section("weight_histogram", "weight magnitudes before and after pruning",
+                      lambda c, s, p: answer.plot_weight_change(c.run.stages, s, p)),
+        _plot_section("sparsity_heatmap", "sparsity per layer and module",
+                      lambda c, s, p: answer.plot_sparsity_heatmap(s.layer_sparsity(), p, s.name)),
+    )
 
 
 # ---- run sections ---------------------------------------------------------------------------------------
 
 
-@register_run_section
 def cost_and_gain(ctx: ReportContext) -> list[Section]:
     """The opening: per stage, the final eval against the dense baseline, sparsity, audit; size, speed."""
     return answer.answer_section(ctx.run.path, ctx.run.stages)
 
 
-@register_run_section
 def overview(ctx: ReportContext) -> list[Section]:
     """One row per stage, the figures worth comparing across stages side by side."""
     columns: dict[str, Callable[[StageData], Any]] = {
@@ -262,9 +243,8 @@ def overview(ctx: ReportContext) -> list[Section]:
     return [Section("Overview", [Table(["stage", *shown], rows)])]
 
 
-@register_run_section
 def stages(ctx: ReportContext) -> list[Section]:
-    """A heading per stage folder with the blocks of every registered stage builder."""
+    """A heading per stage folder with the blocks of every builder in STAGE_SECTIONS."""
     out = []
     for stage in ctx.run.stages:
         blocks: list[Block] = []
@@ -276,7 +256,6 @@ def stages(ctx: ReportContext) -> list[Section]:
     return out
 
 
-@register_run_section
 def recipe(ctx: ReportContext) -> list[Section]:
     """The resolved recipe, so the page says how the run was made."""
     text = ctx.run.recipe_text
@@ -286,6 +265,15 @@ def recipe(ctx: ReportContext) -> list[Section]:
         lines = text.count("\n")
         return [Section("Recipe", [Text(f"`recipe.resolved.yaml` ({lines} lines) is in the run folder.")])]
     return [Section("Recipe", [Text("`recipe.resolved.yaml`:"), Code(text, "yaml")])]
+
+
+# ---- the tables: what the page shows, in order ---------------------------------------------------------
+
+#: the blocks under each stage's heading
+STAGE_SECTIONS: tuple[StageSectionBuilder, ...] = (headline_table, eval_table, against_dense_baseline,
+                                                   *_plot_sections())
+#: the page's sections
+RUN_SECTIONS: tuple[RunSectionBuilder, ...] = (cost_and_gain, overview, stages, recipe)
 
 
 # ---- the entry point ------------------------------------------------------------------------------------
@@ -313,17 +301,19 @@ def _umask() -> int:
     return mask
 
 
-def build_report(run_dir: str | Path, out_dir: str | Path | None = None, smoothing: float = 0.6) -> Path:
+def build_report(run_dir: str | Path, out_dir: str | Path | None = None, smoothing: float = 0.6,
+                 sections: Sequence[RunSectionBuilder] = RUN_SECTIONS) -> Path:
     """Write report.md, report.html and figures/ for `run_dir`; return the path of report.md.
 
     `out_dir` defaults to RUN/report. The folder is written to a temporary sibling and renamed into place,
     so a reader never sees half a report and a failed build leaves the previous one intact.
-    `smoothing` is the EMA weight of the loss curves (0 = raw).
+    `smoothing` is the EMA weight of the loss curves (0 = raw). `sections`: the page's section builders,
+    in order (default RUN_SECTIONS).
     """
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "report"
     if not 0.0 <= smoothing < 1.0:
-        raise PruneofaError(f"smoothing must be in [0, 1), got {smoothing}")
+        raise PruneofaError(f"smoothing must be in [0, 1), got {smoothing}; use e.g. --smoothing 0.6 (0: no smoothing)")
     run = load_run(run_dir, skip=(out_dir,))
     _check_out_dir(run_dir, out_dir, [s.path for s in run.stages])
     title = f"pruneofa run report: {run_dir.resolve().name}"
@@ -333,10 +323,10 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, smoothi
     with atomic_dir(out_dir) as tmp:
         tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700; a report is meant to be read by others too
         ctx = ReportContext(run=run, out_dir=tmp, smoothing=smoothing)
-        sections: list[Section] = []
-        for build in RUN_SECTIONS:
-            sections += build(ctx)
-        (tmp / REPORT_MD).write_text(render_markdown(title, intro, sections), encoding="utf-8")
-        (tmp / REPORT_HTML).write_text(render_html(title, intro, sections, tmp), encoding="utf-8")
+        page: list[Section] = []
+        for build in sections:
+            page += build(ctx)
+        (tmp / REPORT_MD).write_text(render_markdown(title, intro, page), encoding="utf-8")
+        (tmp / REPORT_HTML).write_text(render_html(title, intro, page, tmp), encoding="utf-8")
     log.info("report written to %s", out_dir / REPORT_MD)
     return out_dir / REPORT_MD

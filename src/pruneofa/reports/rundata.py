@@ -181,6 +181,6 @@ def load_run(run_dir: str | Path, skip: tuple[Path, ...] = ()) -> RunData:
     if not stages and recipe_text is None:
         raise PruneofaError(
             f"{run_dir} holds no recipe.resolved.yaml and no stage folder (a subfolder with metrics.jsonl, "
-            "summary.json or a model): is it the --out folder of `pruneofa run`?"
+            "summary.json or a model); pass the --out folder of `pruneofa run`"
         )
     return RunData(path=run_dir, stages=stages, recipe_text=recipe_text)

@@ -45,6 +45,12 @@ class Artifact:
 
     def int8_weight(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(dense int8 ``[N, K]`` with exact zeros, float32 scales ``[N]``) of pruned Linear `name`."""
+        try:
+            return self._int8_weight(name)
+        except CheckpointError as exc:  # read after read_artifact returned: say the next step here too
+            raise with_next_step(exc) from None
+
+    def _int8_weight(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         info = self.manifest["layers"][name]
         shape = (int(info["shape"][0]), int(info["shape"][1]))
         where = f"{self.folder / TENSORS} '{name}'"
@@ -63,7 +69,7 @@ class Artifact:
         """A dense (float16/float32 stored) tensor as float32, following tied aliases."""
         key = self.manifest.get("tied", {}).get(key, key)
         if key not in self.tensors:
-            raise CheckpointError(f"{self.folder / TENSORS} has no tensor '{key}'")
+            raise CheckpointError(f"{self.folder / TENSORS} has no tensor '{key}'; {EXPORT_AGAIN}")
         return self.tensors[key].astype(np.float32)
 
 

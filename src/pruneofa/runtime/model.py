@@ -74,7 +74,8 @@ class SparseModel:
                 return "static" if act else "dynamic"
             if activations == "static" and act is None:
                 raise PruneofaError(f"activations='static' needs a QAT artifact with activation scales; "
-                                    f"'{folder}' was quantized post-training ('dynamic' or 'fp32' work)")
+                                    f"'{folder}' was quantized post-training; use activations 'dynamic' or 'fp32' "
+                                    "(--activations), or export a QAT stage")
             return activations
 
         def pattern_for(name: str) -> str:

@@ -51,16 +51,17 @@ class TaskSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise TaskError(f"task {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
+            raise TaskError(f"task {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}; use one of those")
         known = QA_METRICS if self.kind == "qa" else CLASSIFICATION_METRICS
         bad = [m for m in self.metrics if m not in known]
         if bad or not self.metrics:
             raise TaskError(f"task {self.name!r}: metrics {bad or '()'} not available for kind "
                             f"{self.kind!r}; choose from {known}")
         if self.kind == "qa" and self.label_names:
-            raise TaskError(f"task {self.name!r}: a qa task has no label_names")
+            raise TaskError(f"task {self.name!r}: a qa task has no label_names; drop label_names")
         if self.kind != "qa" and len(self.label_names) < 2:
-            raise TaskError(f"task {self.name!r}: a {self.kind} task needs at least 2 label_names")
+            raise TaskError(f"task {self.name!r}: a {self.kind} task needs at least 2 label_names; list them in "
+                            "label_names (task.options.label_names for csv:/jsonl: tasks)")
         if "f1" in self.metrics and self.kind != "qa" and len(self.label_names) != 2:
             raise TaskError(f"task {self.name!r}: 'f1' is binary F1; use 'macro_f1' for "
                             f"{len(self.label_names)} labels")
@@ -69,7 +70,8 @@ class TaskSpec:
         if not self.primary_metric:
             object.__setattr__(self, "primary_metric", self.metrics[-1] if self.kind == "qa" else self.metrics[0])
         if self.primary_metric not in self.metrics:
-            raise TaskError(f"task {self.name!r}: primary_metric {self.primary_metric!r} not in {self.metrics}")
+            raise TaskError(f"task {self.name!r}: primary_metric {self.primary_metric!r} not in {self.metrics}; "
+                            "pick one of those, or add it to metrics")
 
     @property
     def num_labels(self) -> int:
@@ -207,7 +209,8 @@ def parse_options(cls: type[OptionsT], options: Mapping[str, Any] | None, task: 
             hint = difflib.get_close_matches(key, names, n=1)
             extra = f"; did you mean {hint[0]!r}?" if hint else ""
             allowed = ", ".join(names) if names else "none"
-            raise TaskError(f"task {task!r}: unknown option {key!r}{extra} (accepted: {allowed})")
+            raise TaskError(f"task {task!r}: unknown option {key!r}{extra}; use one of the accepted task.options: "
+                            f"{allowed}")
     for key, value in options.items():  # YAML gives lists where the dataclasses hold tuples
         if isinstance(value, list):
             options[key] = tuple(value)
@@ -222,7 +225,8 @@ def subsample(examples: Sequence[E], limit: int | None, seed: int) -> list[E]:
     if limit is None or limit >= len(examples):
         return list(examples)
     if limit < 1:
-        raise TaskError(f"max_train/max_eval must be >= 1 or None, got {limit}")
+        raise TaskError(f"max_train/max_eval must be >= 1 or None, got {limit}; set task.max_train/max_eval to 1 "
+                        "or more, or leave them out to keep every example")
     keep = sorted(random.Random(seed).sample(range(len(examples)), limit))
     return [examples[i] for i in keep]
 
@@ -238,4 +242,5 @@ def label_index(value: Any, label_names: Sequence[str], where: str) -> int:
         index = -1
     if 0 <= index < len(label_names) and float(text) == index:
         return index
-    raise TaskError(f"{where}: label {value!r} is not one of {list(label_names)} or an index into them")
+    raise TaskError(f"{where}: label {value!r} is not one of {list(label_names)} or an index into them; fix "
+                    "the label, or list every label in task.options.label_names")

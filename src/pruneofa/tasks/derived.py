@@ -86,7 +86,8 @@ def _pick_articles(documents: Sequence[Document], seed: int, dev_fraction: float
                    max_articles: int | None) -> tuple[list[Document], list[Document]]:
     """A seeded (optionally capped) article sample, split into train and dev articles."""
     if not 0.0 < dev_fraction < 1.0:
-        raise TaskError(f"dev_fraction must be in (0, 1), got {dev_fraction}")
+        raise TaskError(f"dev_fraction must be in (0, 1), got {dev_fraction}; set task.options.dev_fraction to "
+                        "e.g. 0.1")
     docs = sorted((d for d in documents if d.text.strip()), key=lambda d: d.title)
     order = list(range(len(docs)))
     random.Random(seed).shuffle(order)
@@ -94,7 +95,8 @@ def _pick_articles(documents: Sequence[Document], seed: int, dev_fraction: float
         order = order[:max_articles]
     n_dev = max(1, round(len(order) * dev_fraction))
     if len(order) - n_dev < 1:
-        raise TaskError(f"need at least 2 articles to split train/dev, got {len(order)}")
+        raise TaskError(f"need at least 2 articles to split train/dev, got {len(order)}; raise "
+                        "task.options.max_articles, or fetch the corpus (`pruneofa data fetch`)")
     dev = sorted(order[:n_dev])
     train = sorted(order[n_dev:])
     return [docs[i] for i in train], [docs[i] for i in dev]
@@ -219,7 +221,8 @@ def build_wiki_qa(documents: Sequence[Document], seed: int,
                   opts: WikiQAOptions) -> tuple[dict[str, Any], dict[str, Any]]:
     """DERIVED ``(train, dev)`` cloze QA as SQuAD v1.1 JSON objects (validated)."""
     if opts.questions_per_article < 1:
-        raise TaskError(f"questions_per_article must be >= 1, got {opts.questions_per_article}")
+        raise TaskError(f"questions_per_article must be >= 1, got {opts.questions_per_article}; set "
+                        "task.options.questions_per_article to 1 or more")
     train_docs, dev_docs = _pick_articles(documents, seed, opts.dev_fraction, opts.max_articles)
     rng = random.Random(seed)
     marker = {"pruneofa": {"derived": True, "task": "wiki-qa", "source": WIKI_SOURCE, "seed": seed,

@@ -60,7 +60,7 @@ def _split_files(spec_path: str, ext: str) -> dict[str, Path]:
     if len(parts) == 1 and parts[0].is_dir():
         folder = parts[0]
         if not (folder / f"train{ext}").is_file():
-            raise TaskError(f"'{folder}' holds no train{ext}")
+            raise TaskError(f"'{folder}' holds no train{ext}; put the training rows in {folder / ('train' + ext)}")
         others = sorted(p for p in folder.glob(f"*{ext}") if p.stem != "train")
         parts = [folder / f"train{ext}", *others]
     missing = [str(p) for p in parts if not p.is_file()]
@@ -69,11 +69,11 @@ def _split_files(spec_path: str, ext: str) -> dict[str, Path]:
                         "(csv:PATH or jsonl:PATH, with train and dev files)")
     if len(parts) < 2:
         raise TaskError(f"'{spec_path}': need a train file and at least one eval file "
-                        f"(a folder with train{ext} and dev{ext}, or 'train{ext},dev{ext}')")
+                        f"(a folder with train{ext} and dev{ext}, or 'train{ext},dev{ext}'); add a dev{ext}")
     splits = {"train": parts[0]}
     for p in parts[1:]:
         if p.stem in splits:
-            raise TaskError(f"'{spec_path}': two files give the split name {p.stem!r}")
+            raise TaskError(f"'{spec_path}': two files give the split name {p.stem!r}; rename one of them")
         splits[p.stem] = p
     return splits
 
@@ -117,7 +117,8 @@ def load_file_task(name: str, opts: FileOptions) -> TaskData:
     ext = f".{prefix}"
     rows = {split: _read_rows(path, ext, opts.delimiter) for split, path in _split_files(spec_path, ext).items()}
     if not rows["train"]:
-        raise TaskError(f"{name}: the train file is empty")
+        raise TaskError(f"{name}: the train file is empty; put the training rows in it (a header line, then one "
+                        "row per example)")
     labels = opts.label_names
     if labels is None:
         if opts.label_column not in rows["train"][0]:

@@ -66,7 +66,8 @@ def task_folder(task: str, data_dir: str | Path | None) -> Path:
         if (folder / layout.files["train"]).is_file():
             return folder
     raise TaskError(f"task {task!r}: no {layout.folder}/{layout.files['train']} under '{root}' "
-                    f"(expected {', '.join(layout.files.values())})")
+                    f"(expected {', '.join(layout.files.values())}); point task.data_dir at the GLUE root or "
+                    "that folder")
 
 
 def read_glue_tsv(path: str | Path, task: str, skip_malformed: bool = True) -> list[TextExample]:

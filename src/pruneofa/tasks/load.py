@@ -90,7 +90,8 @@ def load_task(
     """
     if name.startswith(GENERIC_PREFIXES):
         if data_dir is not None:
-            raise TaskError(f"{name!r} carries its own location; data_dir is only for built-in file tasks")
+            raise TaskError(f"{name!r} carries its own location; data_dir is only for built-in file tasks: drop "
+                            "task.data_dir")
         if name.startswith("hf:"):
             data = files.load_hf_task(name, parse_options(files.HFOptions, options, name))
         else:
@@ -100,7 +101,8 @@ def load_task(
         loader = LOADERS[name]
         if data_dir is not None and name not in FILE_TASKS:
             raise TaskError(f"task {name!r} builds its own data from registry packages; data_dir is only for "
-                            f"{', '.join(FILE_TASKS)} (for your own files use csv:PATH or jsonl:PATH)")
+                            f"{', '.join(FILE_TASKS)}: drop task.data_dir (for your own files use csv:PATH or "
+                            "jsonl:PATH)")
         data = loader.fn(spec, data_dir, seed, parse_options(loader.options, options, name))
     if not data.train:
         raise TaskError(f"task {name!r}: no training examples; check its train file")

@@ -35,18 +35,22 @@ from pruneofa.tasks.batching import PadCollator
 def validate_squad(data: Any, where: str = "SQuAD JSON") -> None:
     """Raise TaskError unless ``data`` is SQuAD v1.1: version, data/paragraphs/qas, offsets that match."""
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-        raise TaskError(f"{where}: expected an object with a 'data' list")
+        raise TaskError(f"{where}: expected an object with a 'data' list; use the SQuAD v1.1 JSON file as "
+                        "published")
     if str(data.get("version", "")) != "1.1":
         raise TaskError(f"{where}: version is {data.get('version')!r}, expected '1.1' (v2.0 adds unanswerable "
-                        "questions, which this reader does not handle)")
+                        "questions, which this reader does not handle); use the v1.1 files (train-v1.1.json, "
+                        "dev-v1.1.json)")
     seen: set[str] = set()
     for a, article in enumerate(data["data"]):
         if not isinstance(article, dict) or not isinstance(article.get("paragraphs"), list):
-            raise TaskError(f"{where}: data[{a}] needs 'title' and a 'paragraphs' list")
+            raise TaskError(f"{where}: data[{a}] needs 'title' and a 'paragraphs' list; fix the file (SQuAD v1.1 "
+                            "layout)")
         for p, para in enumerate(article["paragraphs"]):
             ctx = para.get("context") if isinstance(para, dict) else None
             if not isinstance(ctx, str) or not isinstance(para.get("qas"), list):
-                raise TaskError(f"{where}: data[{a}].paragraphs[{p}] needs a 'context' string and a 'qas' list")
+                raise TaskError(f"{where}: data[{a}].paragraphs[{p}] needs a 'context' string and a 'qas' list; "
+                                "fix the file (SQuAD v1.1 layout)")
             for qa in para["qas"]:
                 qid = qa.get("id") if isinstance(qa, dict) else None
                 if not isinstance(qid, str) or not isinstance(qa.get("question"), str):

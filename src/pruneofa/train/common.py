@@ -19,7 +19,8 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise PruneofaError("the recipe asks for device 'cuda' but no CUDA GPU is available")
+        raise PruneofaError("the recipe asks for device 'cuda' but no CUDA GPU is available; set device: auto "
+                            "or cpu (e.g. --set device=cpu)")
     return torch.device(name)
 
 

@@ -71,7 +71,8 @@ class Distributed:
     def shard(self, batch: Any, rows: int) -> slice:
         """This rank's rows of a global batch of `rows` rows."""
         if rows % self.world:
-            raise PruneofaError(f"the global batch ({rows}) must divide evenly over {self.world} processes")
+            raise PruneofaError(f"the global batch ({rows}) must divide evenly over {self.world} processes; set "
+                                f"optim.batch_size to a multiple of {self.world}")
         per = rows // self.world
         return slice(self.rank * per, (self.rank + 1) * per)
 

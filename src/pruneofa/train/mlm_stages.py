@@ -19,12 +19,10 @@ from pruneofa.data.mlm import BatchStream, MaskedBatch, MLMMasker, fixed_eval_ba
 from pruneofa.data.pairs import PairBatch, PairBlocks, build_pairs, fixed_pair_batches
 from pruneofa.distill import FrozenTeacher
 from pruneofa.errors import PruneofaError
-from pruneofa.fsutil import atomic_write_text
 from pruneofa.modeling import load_model, load_tokenizer
 from pruneofa.pruning.schedule import GMPSchedule
 from pruneofa.pruning.sparsifier import Sparsifier
 from pruneofa.train.common import finish_stage, resolve_device
-from pruneofa.train.distributed import current
 from pruneofa.train.loop import MLMTrainer, PhaseSpec, evaluate_mlm
 from pruneofa.train.metrics import MetricsLog
 from pruneofa.train.nsp import NSPTrainer, evaluate_pretraining, require_nsp_head
@@ -55,7 +53,8 @@ def prepare_mlm_data(cfg: DataConfig, tokenizer: Any, seed: int) -> MLMData:
     docs = load_documents(cfg.corpus)
     train_docs, eval_docs = split_documents(docs, cfg.eval_fraction, seed)
     if not eval_docs or not train_docs:
-        raise PruneofaError(f"corpus '{cfg.corpus}' is too small to hold out {cfg.eval_fraction:.0%} for evaluation")
+        raise PruneofaError(f"corpus '{cfg.corpus}' is too small to hold out {cfg.eval_fraction:.0%} for evaluation; "
+                            "use more documents (data.corpus) or change data.eval_fraction")
     masker = MLMMasker(tokenizer, cfg.mlm_probability, cfg.whole_word)
     info: dict[str, Any] = {
         "corpus": cfg.corpus,
@@ -152,7 +151,8 @@ def run_pretrain(recipe: Recipe, cfg: PretrainStage, model_in: str, out_dir: Pat
     tokenizer = load_tokenizer(model_in)
     dense, sparsifier_in, _ = load_pretraining_model(model_in, cfg.data)
     if sparsifier_in is not None and sparsifier_in.sparsity > 0:
-        raise PruneofaError(f"the pretrain stage needs a dense teacher, but '{model_in}' is already sparse")
+        raise PruneofaError(f"the pretrain stage needs a dense teacher, but '{model_in}' is already sparse; set "
+                            "the recipe's model to a dense one (or run its teacher stage on one)")
     if cfg.distill.alpha_attention > 0:  # attention maps come only from the eager implementation
         dense.set_attn_implementation("eager")
     student = copy.deepcopy(dense).to(device)
@@ -171,9 +171,8 @@ def run_pretrain(recipe: Recipe, cfg: PretrainStage, model_in: str, out_dir: Pat
                "sparsity": report.overall(),
                "distill": cfg.distill.model_dump(), "data": data.info,
                "seconds": round(time.perf_counter() - began, 1), "steps": cfg.steps}
-    finish_stage(out_dir, student.cpu(), tokenizer, sparsifier, summary)
+    # in the model folder, so the checksum file lists it like the task stages' audits
+    finish_stage(out_dir, student.cpu(), tokenizer, sparsifier, summary, {"audit.json": report.to_json()})
     print(report.table())
     print_summary("pretrain", summary)
-    if current().is_main:
-        atomic_write_text(out_dir / "audit.json", report.to_json())
     return out_dir

@@ -77,7 +77,7 @@ def run_stage(recipe: Recipe, kind: str, model_in: str, stage_dir: Path, resume:
     """Run one stage of `recipe` on `model_in`, writing `stage_dir` (with the resolved recipe and a DONE mark)."""
 
     if kind not in STAGE_RUNNERS:
-        raise PruneofaError(f"stage '{kind}' has no runner (known: {', '.join(STAGE_RUNNERS)})")
+        raise PruneofaError(f"stage '{kind}' has no runner; use one of: {', '.join(STAGE_RUNNERS)}")
     if kind != "prune":  # training stages feed the tokenizer's ids to the model
         check_vocabulary(model_in)
     seed_everything(recipe.seed)

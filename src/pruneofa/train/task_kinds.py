@@ -79,7 +79,8 @@ CLASSIFICATION = TaskKind(
 def _encode_qa(data: TaskData, tokenizer: Any, cfg: TaskConfig) -> Encoded:
     if cfg.doc_stride + cfg.max_query_length >= cfg.max_length:
         raise PruneofaError(f"task.doc_stride ({cfg.doc_stride}) + task.max_query_length ({cfg.max_query_length}) "
-                            f"must be < task.max_length ({cfg.max_length}) for windows to advance")
+                            f"must be < task.max_length ({cfg.max_length}) for windows to advance; lower "
+                            "task.doc_stride or raise task.max_length")
     qa_args = {"max_length": cfg.max_length, "doc_stride": cfg.doc_stride, "max_query_length": cfg.max_query_length}
     train = prepare_train_features(data.train, tokenizer, **qa_args)
     evals = {s: (ex, prepare_eval_features(ex, tokenizer, **qa_args)) for s, ex in data.evals.items()}
