@@ -1,11 +1,15 @@
 """Per-layer efficiency of the sparse int8 kernel: useful multiply-accumulates per cycle (not run in CI).
 
-Times the kernel alone (pre-quantized activations -> dequantized float32 [N, T]) on BERT-base layer
-shapes at 90% sparsity in 1x4 blocks and unstructured, and reports useful MAC/s (non-zero weights x
-tokens), MAC/cycle at the given clock and the share of `--peak` MAC/cycle/core. With `--baseline-ext`
-it also times another build of the extension (a copy of an older `_kernels*.so`) in separate worker
-processes, alternating with this build round by round, so before and after share one run. Each
-cell is the fastest of its rounds' samples (a shared machine's other processes only add time).
+Times the kernel alone (pre-quantized activations -> dequantized float32 [N, T]) on the four BERT-base
+Linear shapes (fused QKV 2304x768, attention output 768x768, FFN 3072x768 and 768x3072) at 90%
+sparsity in 1x4 blocks and unstructured, and reports useful MAC/s (non-zero weights x tokens),
+MAC/cycle at the given clock and the share of `--peak` MAC/cycle/core, and the same for the MACs
+`vpdpbusd` does (stored 1x4 blocks x 4 x tokens, zeros of partly filled blocks included). The last
+row per pattern and token count is one encoder layer: the four shapes' MACs over their summed time.
+With `--baseline-ext` it also times another build of the extension (a copy of an older
+`_kernels*.so`) in separate worker processes, alternating with this build round by round, so before
+and after share one run. Each cell is the fastest of its rounds' samples (a shared machine's other
+processes only add time).
 
   python benchmarks/bench_kernel_efficiency.py --ghz 3.47 --out results/kernel_efficiency.json \\
       [--isa avx2] [--baseline-ext /tmp/old/_kernels.cpython-311-x86_64-linux-gnu.so]
@@ -27,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-SHAPES = [(768, 768), (3072, 768), (768, 3072)]
+SHAPES = [(2304, 768), (768, 768), (3072, 768), (768, 3072)]  # N x K
 ISA_CODES = {"auto": 0, "avx2": 2, "vnni": 3}  # the extension's codes (kernels._ISA_CODES)
 PATTERNS = ("block1x4", "unstructured")
 
@@ -92,6 +96,22 @@ def worker(ext_path: str | None, isa: int, tokens: list[int], threads: int, samp
     return rows
 
 
+def _cell(sec: float, nnz: int, blocks: int, tokens: int, ghz: float, peak: float) -> dict:
+    mac_cycle = nnz * tokens / sec / (ghz * 1e9)
+    padded = 4 * blocks * tokens / sec / (ghz * 1e9)
+    return {"us": sec * 1e6, "mac_per_cycle": mac_cycle, "pct_of_peak": 100 * mac_cycle / peak,
+            "padded_mac_per_cycle": padded, "padded_pct_of_peak": 100 * padded / peak}
+
+
+def _print_row(label: str, entry: dict, builds: dict) -> None:
+    cells = "  ".join(f"{b}: {entry[b]['us']:8.1f} us {entry[b]['mac_per_cycle']:5.1f} MAC/cyc "
+                      f"{entry[b]['pct_of_peak']:5.1f}% (padded {entry[b]['padded_pct_of_peak']:5.1f}%)"
+                      for b in builds)
+    print(f"{label} T={entry['tokens']:<5} {entry['pattern']:12} {cells}", flush=True)
+    if "before" in builds:
+        print(f"{'':9} speed-up after/before x{entry['before']['us'] / entry['after']['us']:.2f}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
@@ -122,12 +142,19 @@ def main() -> None:
         entry = {key: row[key] for key in ("N", "K", "tokens", "pattern", "nnz", "blocks")}
         for b in builds:
             sec = min(s[i]["sec"] for s in samples[b])  # other processes only ever add time
-            mac_cycle = row["nnz"] * row["tokens"] / sec / (args.ghz * 1e9)
-            entry[b] = {"us": sec * 1e6, "mac_per_cycle": mac_cycle, "pct_of_peak": 100 * mac_cycle / args.peak}
+            entry[b] = _cell(sec, row["nnz"], row["blocks"], row["tokens"], args.ghz, args.peak)
         table.append(entry)
-        cells = "  ".join(f"{b}: {entry[b]['us']:8.1f} us {entry[b]['mac_per_cycle']:5.1f} MAC/cyc "
-                          f"{entry[b]['pct_of_peak']:5.1f}%" for b in builds)
-        print(f"{row['N']:>4}x{row['K']:<4} T={row['tokens']:<5} {row['pattern']:12} {cells}", flush=True)
+        _print_row(f"{row['N']:>4}x{row['K']:<4}", entry, builds)
+    for t in args.tokens:
+        for pattern in PATTERNS:
+            part = [e for e in table if e["tokens"] == t and e["pattern"] == pattern]
+            entry = {"N": "layer", "K": "layer", "tokens": t, "pattern": pattern,
+                     "nnz": sum(e["nnz"] for e in part), "blocks": sum(e["blocks"] for e in part)}
+            for b in builds:
+                sec = sum(e[b]["us"] for e in part) / 1e6
+                entry[b] = _cell(sec, entry["nnz"], entry["blocks"], t, args.ghz, args.peak)
+            table.append(entry)
+            _print_row("layer    ", entry, builds)
     from pruneofa.runtime.kernels import cpu_features
 
     meta = {"cpu": cpu_features(), "isa": args.isa, "ghz": args.ghz, "peak_mac_per_cycle": args.peak,

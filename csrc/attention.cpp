@@ -37,7 +37,7 @@ void attention(const IsaOps* ops, const float* qkv, int H, int heads, int B, int
   // thread count, so results do not depend on it.
   const int nt = std::max(1, std::min(call_threads(), pairs));
   parallel_run(nt, [&](int c) {
-    thread_local std::vector<float> scratch;
+    thread_local AlignedVec<float> scratch;
     scratch.resize((size_t)attn_scratch(d, T));
     for (int p = pairs * c / nt; p < pairs * (c + 1) / nt; ++p) {
       const int b = p / heads, h = p % heads;

@@ -29,8 +29,9 @@ template <class T>
 static nb::ndarray<nb::numpy, T> new_array(std::initializer_list<size_t> shape) {
   size_t n = 1;
   for (size_t s : shape) n *= s;
-  T* data = new T[n == 0 ? 1 : n];
-  nb::capsule owner(data, [](void* p) noexcept { delete[] static_cast<T*>(p); });
+  // Cache-line aligned (runtime.h, kAlign): these are the tiled activations and outputs the kernels stream.
+  T* data = CacheAligned<T>().allocate(n == 0 ? 1 : n);
+  nb::capsule owner(data, [](void* p) noexcept { CacheAligned<T>().deallocate(static_cast<T*>(p), 0); });
   return nb::ndarray<nb::numpy, T>(data, shape.size(), shape.begin(), owner);
 }
 
@@ -157,7 +158,7 @@ NB_MODULE(_kernels, m) {
         float* y = out_ptr(out, fresh, p.N, T);
         {
           nb::gil_scoped_release r;
-          thread_local std::vector<uint8_t> scratch;
+          thread_local AlignedVec<uint8_t> scratch;
           scratch.resize((size_t)int8_tiled_bytes(p.K, T));
           float scale;
           int zp;
@@ -186,7 +187,7 @@ NB_MODULE(_kernels, m) {
         float* y = out_ptr(out, fresh, p.N, T);
         {
           nb::gil_scoped_release r;
-          thread_local std::vector<float> scratch;
+          thread_local AlignedVec<float> scratch;
           scratch.resize((size_t)f32_tiled_floats(p.K, T));
           tile_f32(x.data(), p.K, T, scratch.data());
           f32_matmul(ops, p, scratch.data(), T, y);
