@@ -601,6 +601,11 @@ def _paired_delta(cells: str, reference: str, key: str = "transfer_accuracy") ->
     return f"{statistics.mean(diffs.values()):+.2f}{seeds}"
 
 
+def _teacher_mlm_note() -> str:
+    teacher = _metric("teacher", "teacher_mlm_accuracy")
+    return "" if teacher is None else f" (the dense teacher's: {teacher:.3f})"
+
+
 def _limit_lines() -> list[str]:
     """What limits Prune OFA here, from the finished cells: the pre-training budget, the teacher's quality, and
     what sparse pre-training adds over pruning the same starting point without it."""
@@ -620,7 +625,8 @@ def _limit_lines() -> list[str]:
         if accuracy:
             lines.append(f"- **Budget**: {steps} pre-training steps ({steps / BUDGETS[0]:.1f}x the tokens): "
                          f"{_stat(accuracy)}, {_paired_delta(f'rq1-budget{steps}-s{{}}', ofa)}; the student's "
-                         f"masked-token accuracy {statistics.mean(base_mlm):.3f} -> {statistics.mean(mlm):.3f}.")
+                         f"masked-token accuracy {statistics.mean(base_mlm):.3f} -> {statistics.mean(mlm):.3f}"
+                         f"{_teacher_mlm_note()}.")
     teacher, teacher600 = _metric("teacher", "teacher_mlm_accuracy"), _metric("teacher600", "teacher_mlm_accuracy")
     stronger = _values([f"rq1-teacher600-s{s}" for s in SEEDS], "transfer_accuracy")
     if teacher is not None and teacher600 is not None:
