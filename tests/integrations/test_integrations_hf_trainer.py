@@ -24,13 +24,7 @@ GMP = GMPConfig(initial_sparsity=0.0, final_sparsity=0.75, begin_step=0, end_ste
 LR = LRConfig(peak=1e-3, warmup_steps=2, decay="linear", rewind=True)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices: extra threads only contend with each other (10x slower on a shared 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/integrations/conftest.py
 
 
 class RandomIds(torch.utils.data.Dataset):

@@ -25,12 +25,7 @@ from pruneofa.train.metrics import MetricsLog
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "plain_pytorch_loop.py"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/integrations/conftest.py
 
 
 @pytest.fixture
