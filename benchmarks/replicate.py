@@ -619,6 +619,7 @@ def _limit_lines() -> list[str]:
     lines = ["## What limits it (computed from the finished cells)", "",
              f"Differences in dev-accuracy points, seed by seed, against Prune OFA at {BUDGETS[0]} steps "
              f"({_stat(base)}); one standard error of one run is {se:.2f} points.", ""]
+    teacher_note = _teacher_mlm_note()
     for steps in BUDGETS[1:]:
         names = [f"rq1-budget{steps}-s{s}" for s in SEEDS]
         accuracy, mlm = _values(names, "transfer_accuracy"), _values(names, "student_mlm_accuracy")
@@ -626,7 +627,7 @@ def _limit_lines() -> list[str]:
             lines.append(f"- **Budget**: {steps} pre-training steps ({steps / BUDGETS[0]:.1f}x the tokens): "
                          f"{_stat(accuracy)}, {_paired_delta(f'rq1-budget{steps}-s{{}}', ofa)}; the student's "
                          f"masked-token accuracy {statistics.mean(base_mlm):.3f} -> {statistics.mean(mlm):.3f}"
-                         f"{_teacher_mlm_note()}.")
+                         f"{teacher_note}.")
     teacher, teacher600 = _metric("teacher", "teacher_mlm_accuracy"), _metric("teacher600", "teacher_mlm_accuracy")
     stronger = _values([f"rq1-teacher600-s{s}" for s in SEEDS], "transfer_accuracy")
     if teacher is not None and teacher600 is not None:
