@@ -80,7 +80,14 @@ class Cell:
     label: str
     seed: int | None
     argv: Callable[[], list[str]]  # built late: it may depend on other cells' results
-    needs: list[str] = field(default_factory=list)
+    needs: list[str] = field(default_factory=list)  # cells whose results and models (runs/) it reads
+    after: list[str] = field(default_factory=list)  # cells whose results alone it needs (the objective choice)
+    needs_best: bool = False  # it reads the best objective's pre-trained model of its seed
+
+    def inputs(self) -> list[str]:
+        """The cells whose models this cell reads: `needs`, plus the best objective's cell once it is known."""
+        best = best_objective() if self.needs_best else None
+        return [*self.needs, f"rq1-{best}-s{self.seed}"] if best else list(self.needs)
 
     @property
     def folder(self) -> Path:
@@ -209,24 +216,25 @@ def study() -> list[Cell]:
     for seed in SEEDS:  # the teacher's preparation budget as a variable (same task teacher, same student budget)
         cell = _ofa_cell(f"rq1-teacher600-s{seed}", "rq1-budget", "Prune OFA from the 4x-prepared teacher", seed,
                          lambda: OBJECTIVES[best_objective()][1], teacher="teacher600")
-        cell.needs += objectives
+        cell.after += objectives
         cells.append(cell)
     for steps in BUDGETS[1:]:
         for seed in SEEDS:
             cell = _ofa_cell(f"rq1-budget{steps}-s{seed}", "rq1-budget", f"{steps} pre-training steps", seed,
                              lambda steps=steps: OBJECTIVES[best_objective()][1] + _schedule(steps))
-            cell.needs += objectives
+            cell.after += objectives
             cells.append(cell)
-    for steps in TASK_STEPS[1:]:  # where task-specific pruning catches up, at 4x and 16x the per-task steps
-        for seed in SEEDS:
-            cells.append(_task_pruning_cell(steps, seed))
     for key, label, overrides in PRETRAIN_ABLATIONS:
         for seed in SEEDS:
             cell = _ofa_cell(f"rq2-{key}-s{seed}", "rq2-ablations", label, seed,
                              lambda overrides=overrides: OBJECTIVES[best_objective()][1] + overrides)
-            cell.needs += objectives
+            cell.after += objectives
             cells.append(cell)
+    # where task-specific pruning catches up, at 4x and 16x the per-task steps. It already leads at 1x, so
+    # these say by how much more, not whether: 4x runs next, 16x (3 h a seed) after every other part
+    cells += [_task_pruning_cell(TASK_STEPS[1], seed) for seed in SEEDS]
     cells += later_parts(objectives)
+    cells += [_task_pruning_cell(TASK_STEPS[2], seed) for seed in SEEDS]
     return cells
 
 
@@ -272,7 +280,8 @@ def later_parts(objectives: list[str]) -> list[Cell]:
                                       [f"seed={seed}", f"transfer.init={pretrained()}",
                                        f"transfer.teacher={RUNS / dense / 'finetune'}",
                                        *_task_overrides("transfer", task)]),
-                                  needs=[dense, f"rq1tasks-pt85-s{seed}", *objectives]))
+                                  needs=[dense, *([f"rq1tasks-pt85-s{seed}"] if sparsity == 85 else [])],
+                                  after=objectives, needs_best=sparsity == 90))
     for seed in SEEDS:
         name = f"rq3-unlocked-s{seed}"
         cells.append(Cell(name, "rq3", "90% Prune OFA, transfer with the pattern lock off", seed,
@@ -280,7 +289,7 @@ def later_parts(objectives: list[str]) -> list[Cell]:
                               ["transfer"], RUNS / name,
                               [f"seed={seed}", f"transfer.init={_best_pretrain(seed)}", "transfer.lock=false",
                                f"transfer.teacher={_dense_dir(seed)}"]),
-                          needs=[f"dense-s{seed}", *objectives]))
+                          needs=[f"dense-s{seed}"], after=objectives, needs_best=True))
     for seed in SEEDS:
         name = f"rq4-qat-s{seed}"
         cells.append(Cell(name, "rq4", "90% Prune OFA + 8-bit QAT (exported int8)", seed,
@@ -290,13 +299,13 @@ def later_parts(objectives: list[str]) -> list[Cell]:
                                     f"qat.teacher={_dense_dir(seed)}"]),
                               ["export", str(RUNS / name / "qat"), "--out", str(RUNS / name / "artifact")],
                               ["size", str(RUNS / name / "artifact"), "--json"]],
-                          needs=[f"dense-s{seed}", *objectives]))
+                          needs=[f"dense-s{seed}"], after=objectives, needs_best=True))
     for blocks in (90, 80):
         for seed in SEEDS:
             cell = _ofa_cell(f"pattern-block{blocks}-s{seed}", "patterns", f"{blocks}% in 1x4 blocks", seed,
                              lambda blocks=blocks: [*OBJECTIVES[best_objective()][1], "pretrain.masks.pattern=block1x4",
                                                     f"pretrain.schedule.final_sparsity={blocks / 100}"])
-            cell.needs += objectives
+            cell.after += objectives
             cells.append(cell)
     return cells
 
@@ -305,7 +314,7 @@ def _pretrain_cell(name: str, part: str, label: str, seed: int, overrides: list[
     return Cell(name, part, label, seed,
                 lambda: _run(["pretrain"], RUNS / name, [f"model={_teacher_dir()}", f"seed={seed}",
                                                           *OBJECTIVES[best_objective()][1], *overrides]),
-                needs=["teacher", *objectives])
+                needs=["teacher"], after=objectives)
 
 
 def _task_pruning_cell(steps: int, seed: int) -> Cell:
@@ -339,9 +348,41 @@ def run_cell(cell: Cell) -> None:
               "commands": ["pruneofa " + " ".join(argv) for argv in commands],
               "wall_seconds": round(time.time() - began, 1), "resumed": resumed,  # then: this attempt's time
               "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), **collect(cell), **captured}
+    if cell.done():  # re-run on a new machine for its models: the committed result stays, the re-run beside it
+        _record_rerun(cell, result)
+        return
     RESULTS.mkdir(parents=True, exist_ok=True)
     _atomic_write(cell.result_file, json.dumps(result, indent=2))
     print(f"[replicate] {cell.name}: done in {result['wall_seconds']:.0f} s", flush=True)
+
+
+RERUNS = "reruns"  # results/study/reruns/<cell>.json: the latest re-run of a finished cell
+
+
+def _record_rerun(cell: Cell, result: dict[str, Any]) -> None:
+    """Keep the figures of a re-run beside the committed ones: later cells read the re-run's models, so the
+    report says how closely the re-run reproduced the result the tables show."""
+    folder = RESULTS / RERUNS
+    folder.mkdir(parents=True, exist_ok=True)
+    committed = json.loads(cell.result_file.read_text())
+    result["committed"] = {k: committed.get(k) for k in _FIGURES if k in committed}
+    _atomic_write(folder / f"{cell.name}.json", json.dumps(result, indent=2))
+    print(f"[replicate] {cell.name}: re-run for its models in {result['wall_seconds']:.0f} s; "
+          f"{_rerun_summary(cell.name) or 'no figures to compare'}", flush=True)
+
+
+_FIGURES = ("teacher_mlm_accuracy", "student_mlm_accuracy", "finetune_accuracy", "transfer_accuracy")
+
+
+def _rerun_summary(name: str) -> str | None:
+    """'finetune_accuracy 81.875 (committed 81.875)' for a re-run cell, None when it has none."""
+    file = RESULTS / RERUNS / f"{name}.json"
+    if not file.is_file():
+        return None
+    rerun = json.loads(file.read_text())
+    parts = [f"{key} {rerun[key]:.4g} (committed {rerun['committed'][key]:.4g})"
+             for key in _FIGURES if rerun.get(key) is not None and rerun["committed"].get(key) is not None]
+    return ", ".join(parts) or None
 
 
 def _call(cell: Cell, argv: list[str]) -> dict[str, Any]:
@@ -452,13 +493,14 @@ def runnable(cells: list[Cell], parts: set[str] | None) -> Iterator[Cell]:
     """Cells to run, in study order: not done (or done, but their outputs are needed and missing here)."""
     by_name = {cell.name: cell for cell in cells}
     pending = [c for c in cells if not c.done() and (not parts or c.part in parts or c.part == "base")]
-    needed = {name for cell in pending for name in cell.needs}
+    needed = {name for cell in pending for name in cell.inputs()}
     for cell in cells:
         if cell.done() and (cell.name not in needed or cell.outputs_present()):
             continue
         if not cell.done() and cell not in pending:
             continue
-        if all(by_name[n].done() and by_name[n].outputs_present() for n in cell.needs):
+        if all(by_name[n].done() for n in cell.after) and \
+                all(by_name[n].done() and by_name[n].outputs_present() for n in cell.inputs()):
             yield cell
 
 
@@ -552,6 +594,12 @@ def render() -> str:
         names = [f"rq2-{key}-s{s}" for s in SEEDS]
         lines.append(f"| {label} | {_stat(_values(names, 'transfer_accuracy'))} | {_minutes(names)} |")
     lines += _later_tables(best, dense)
+    reruns = [f"- {name}: {summary}" for name in sorted(p.stem for p in (RESULTS / RERUNS).glob("*.json"))
+              if (summary := _rerun_summary(name))]
+    if reruns:
+        lines += ["", "## Re-runs", "", "A new machine has the committed results but not the models (runs/ is not "
+                  "committed), so a finished cell whose models a later cell reads is run again; the tables keep "
+                  "the committed figures. How closely each re-run reproduced them:", "", *reruns]
     lines += ["", "Cells still pending are in the study's order; `python benchmarks/replicate.py --list` shows "
               "them.", ""]
     return "\n".join(lines)

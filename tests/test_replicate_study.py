@@ -157,3 +157,56 @@ def test_the_goal_verdict_is_computed_from_the_finished_cells(replicate):
         in report
     assert "| within 3 points of dense | 82.00 ± 0.00 (n=2) | -2.00 | yes (provisional) |" in report
     assert "| moonshot: within 1 point of dense | 82.00 ± 0.00 (n=2) | -2.00 | no (provisional) |" in report
+
+
+def _models_present(replicate, *names):
+    """Mark cells' models as on this machine (the folders their commands write, with DONE per stage)."""
+    cells = {c.name: c for c in replicate.study()}
+    for name in names:
+        commands = cells[name].argv()
+        for argv in commands if isinstance(commands[0], list) else [commands]:
+            out = Path(argv[argv.index("--out") + 1])
+            stages = [argv[i + 1] for i, a in enumerate(argv) if a == "--only"] if argv[0] == "run" else []
+            for stage in stages:
+                (out / stage).mkdir(parents=True, exist_ok=True)
+                (out / stage / "DONE").write_text("")
+            out.mkdir(parents=True, exist_ok=True)
+
+
+def test_a_new_machine_reruns_only_the_models_later_cells_read(replicate):
+    """The objective cells are needed for their results (the choice of objective), not their models: on a new
+    machine only the chosen objective's model is rebuilt, and only for the cells that read it."""
+    for seed in replicate.SEEDS:
+        _finish(replicate, f"dense-s{seed}", finetune_accuracy=82.0)
+        for key in replicate.OBJECTIVES:
+            _finish(replicate, f"rq1-{key}-s{seed}", transfer_accuracy=73.0 + (key == "paper"),
+                    pretrain_seconds=180.0, pretrain_steps=180)
+    _finish(replicate, "teacher", teacher_mlm_accuracy=0.23)
+    _models_present(replicate, "teacher", "dense-s1", "dense-s2")
+    assert replicate.best_objective() == "paper"
+    ready = [c.name for c in replicate.runnable(replicate.study(), None)]
+    # the ablations pre-train their own students: they run at once; RQ3 reads rq1-paper-s1's transfer model
+    assert "rq2-no-lrr-s1" in ready and "rq3-unlocked-s1" not in ready
+    assert "rq1-paper-s1" in ready and "rq1-paper-s2" in ready
+    assert not any(name.startswith(("rq1-masked-kd", "rq1-distilbert", "rq1-representation")) for name in ready)
+    _models_present(replicate, "rq1-paper-s1")
+    ready = [c.name for c in replicate.runnable(replicate.study(), None)]
+    assert "rq3-unlocked-s1" in ready and "rq1-paper-s1" not in ready and "rq3-unlocked-s2" not in ready
+
+
+def test_a_rerun_keeps_the_committed_result_and_reports_how_close_it_came(replicate, monkeypatch):
+    _finish(replicate, "teacher", teacher_mlm_accuracy=0.2329)
+    cell = next(c for c in replicate.study() if c.name == "teacher")
+    monkeypatch.setattr(replicate, "_call", lambda cell, argv: {})
+    monkeypatch.setattr(replicate, "collect", lambda cell: {"teacher_mlm_accuracy": 0.2331})
+    replicate.run_cell(cell)
+    assert json.loads(cell.result_file.read_text())["teacher_mlm_accuracy"] == 0.2329  # the committed figure
+    rerun = json.loads((replicate.RESULTS / "reruns" / "teacher.json").read_text())
+    assert rerun["teacher_mlm_accuracy"] == 0.2331 and rerun["committed"] == {"teacher_mlm_accuracy": 0.2329}
+    assert "- teacher: teacher_mlm_accuracy 0.2331 (committed 0.2329)" in replicate.render()
+
+
+def test_the_16x_task_pruning_cells_run_last(replicate):
+    names = [c.name for c in replicate.study()]
+    assert names[-2:] == ["rq2-taskgmp4800-s1", "rq2-taskgmp4800-s2"]
+    assert names.index("rq2-no-kd-s2") < names.index("rq2-taskgmp1200-s1") < names.index("rq1tasks-pt85-s1")
