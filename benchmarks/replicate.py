@@ -744,7 +744,7 @@ def main() -> int:
     while not args.render and (args.max_cells is None or ran < args.max_cells):
         cell = next((c for c in runnable(cells, set(args.parts) if args.parts else None) if claim(c)), None)
         if cell is None:
-            if any(not c.done() and _running_elsewhere(c) for c in cells):
+            if any(_running_elsewhere(c) for c in cells):  # a finished cell re-run for its models counts
                 time.sleep(60)  # what is left may wait for a cell another worker is running
                 continue
             break
