@@ -23,6 +23,17 @@ struct Block {
   uint32_t off;
 };
 
+// One gathered quad of an unstructured row (the "gathered" format): 4 int8 weights whose K indices k_j
+// satisfy k_j % 4 == j (byte j of w), with off[j] = (k_j / 4) * 64. In the tiled layout byte j of each
+// token's dword in K-quad q already holds k = 4q + j, so the vpdpbusd operand is K-quad off[0]'s line with
+// byte j of every dword taken from line off[j]: 4 loads feed one step that multiplies up to 4 non-zeros,
+// where the padded 1x4 blocks of a 90% unstructured row carry ~1.2 (KERNEL-NOTES). A slot without a
+// weight has byte 0 and off 0 (any line: it is multiplied by zero).
+struct Gather {
+  int32_t w;
+  uint32_t off[4];
+};
+
 // One fp32 non-zero: the weight and the float offset k*16 inside an fp32 activation tile.
 struct F32Nz {
   float w;
@@ -43,6 +54,7 @@ struct Int8Args {
   const float* fscale;
   const int32_t* corr;
   const float* bias;
+  const Gather* gathers;  // the gathered format's quads (row_ptr indexes them), or null: 1x4 blocks
 };
 
 struct F32Args {

@@ -60,6 +60,25 @@ struct I8 {
     acc.hi = _mm256_add_epi32(acc.hi,
                               _mm256_madd_epi16(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i*)(p + 32)), 8), w));
   }
+  // The gathered format: each 32-byte half from line off[0], byte j of every dword blended in from line
+  // off[j]. Unmeasured for speed here; the per-layer choice measures it against the blocks.
+  static constexpr int kGatherU = 1;
+  static constexpr int kGatherLongQuads = 256;
+  static constexpr int kGatherLongU = 2;
+  static __m256i gather_half(const uint8_t* xb, const uint32_t* off, int h) {
+    __m256i v = _mm256_loadu_si256((const __m256i*)(xb + off[0] + h));
+    v = _mm256_blendv_epi8(v, _mm256_loadu_si256((const __m256i*)(xb + off[1] + h)), _mm256_set1_epi32(0x0000ff00));
+    v = _mm256_blendv_epi8(v, _mm256_loadu_si256((const __m256i*)(xb + off[2] + h)), _mm256_set1_epi32(0x00ff0000));
+    return _mm256_blendv_epi8(v, _mm256_loadu_si256((const __m256i*)(xb + off[3] + h)),
+                              _mm256_set1_epi32((int)0xff000000u));
+  }
+  static void step_gather(Acc& acc, const uint8_t* xb, const uint32_t* off, const W& w) {
+    acc.lo = _mm256_add_epi32(acc.lo, dot8(gather_half(xb, off, 0), w));
+    acc.hi = _mm256_add_epi32(acc.hi, dot8(gather_half(xb, off, 32), w));
+  }
+  static Acc add(const Acc& x, const Acc& y) {
+    return Acc{_mm256_add_epi32(x.lo, y.lo), _mm256_add_epi32(x.hi, y.hi)};
+  }
   static void store_i32(int32_t* dst, const Acc& acc) {
     _mm256_storeu_si256((__m256i*)dst, acc.lo);
     _mm256_storeu_si256((__m256i*)(dst + 8), acc.hi);

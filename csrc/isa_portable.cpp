@@ -40,6 +40,17 @@ struct I8 {
   static W bcast_odd(int32_t w) { return bcast(w); }
   static void step_even(Acc& acc, const uint8_t* p, const W& w) { step(acc, p, w); }
   static void step_odd(Acc& acc, const uint8_t* p, const W& w) { step(acc, p, w); }
+  static constexpr int kGatherU = 1;
+  static constexpr int kGatherLongQuads = 256;
+  static constexpr int kGatherLongU = 1;
+  static void step_gather(Acc& acc, const uint8_t* xb, const uint32_t* off, const W& w) {
+    step_gather_via_buffer<I8>(acc, xb, off, w);
+  }
+  static Acc add(const Acc& x, const Acc& y) {
+    Acc s;
+    for (int t = 0; t < kTok; ++t) s.v[t] = x.v[t] + y.v[t];
+    return s;
+  }
   static void store_i32(int32_t* dst, const Acc& acc) { std::memcpy(dst, acc.v, sizeof(acc.v)); }
   static void store_f32(float* dst, const Acc& acc, float s, int32_t c, float b) {
     for (int t = 0; t < kTok; ++t) dst[t] = s * (float)(acc.v[t] - c) + b;

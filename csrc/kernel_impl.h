@@ -213,8 +213,75 @@ void int8_tail(const Int8Args& a, int r0, int r1, int tile0, int rem) {
   }
 }
 
+// The gathered format (common.h): one row times R token tiles, consecutive quads alternating between U
+// accumulator sets. Tr::step_gather builds the operand from the quad's 4 lines and multiplies it.
+template <class Tr, int R, int U>
+void int8_gather_block(const Int8Args& a, int r0, int r1, int tile0) {
+  const uint8_t* xb = a.x + tile0 * a.tile_bytes;
+  for (int n = r0; n < r1; ++n) {
+    typename Tr::Acc acc[U][R];
+    PRUNEOFA_UNROLL for (int u = 0; u < U; ++u) PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) acc[u][r] = Tr::zero();
+    const Gather* g = a.gathers + a.row_ptr[n];
+    const Gather* e = a.gathers + a.row_ptr[n + 1];
+    for (; g + U <= e; g += U) {
+      PRUNEOFA_UNROLL for (int u = 0; u < U; ++u) {
+        const typename Tr::W w = Tr::bcast(g[u].w);
+        PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) Tr::step_gather(acc[u][r], xb + r * a.tile_bytes, g[u].off, w);
+      }
+    }
+    for (; g < e; ++g) {
+      const typename Tr::W w = Tr::bcast(g->w);
+      PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) Tr::step_gather(acc[0][r], xb + r * a.tile_bytes, g->off, w);
+    }
+    PRUNEOFA_UNROLL for (int u = 1; u < U; ++u) PRUNEOFA_UNROLL for (int r = 0; r < R; ++r) acc[0][r] = Tr::add(acc[0][r], acc[u][r]);
+    int8_store_row<Tr, R>(a, n, tile0, acc[0]);
+  }
+}
+
+template <class Tr, int R, int U>
+void int8_gather_tail(const Int8Args& a, int r0, int r1, int tile0, int rem) {
+  if constexpr (R > 0) {
+    if (rem == R) {
+      int8_gather_block<Tr, R, U>(a, r0, r1, tile0);
+    } else {
+      int8_gather_tail<Tr, R - 1, U>(a, r0, r1, tile0, rem);
+    }
+  }
+}
+
+template <class Tr, int R, int U>
+void int8_gather_tiles(const Int8Args& a, int r0, int r1) {
+  int t = 0;
+  for (; t + R <= a.ntiles; t += R) int8_gather_block<Tr, R, U>(a, r0, r1, t);
+  if (t < a.ntiles) int8_gather_tail<Tr, R - 1, U>(a, r0, r1, t, a.ntiles - t);
+}
+
+// Long K (over Tr::kGatherLongQuads quads) takes one token tile at a time, so the lines a row's quads
+// read again stay in L1; shorter K shares each weight broadcast over Tr::R tiles.
+template <class Tr>
+void int8_gather_rows_impl(const Int8Args& a, int r0, int r1) {
+  if (a.tile_bytes > (int64_t)Tr::kGatherLongQuads * 64) {
+    int8_gather_tiles<Tr, 1, Tr::kGatherLongU>(a, r0, r1);
+  } else {
+    int8_gather_tiles<Tr, Tr::R, Tr::kGatherU>(a, r0, r1);
+  }
+}
+
+// The operand of a gathered quad through a 64-byte buffer, for ISAs without a byte-masked load.
+template <class Tr>
+PRUNEOFA_INLINE void step_gather_via_buffer(typename Tr::Acc& acc, const uint8_t* xb, const uint32_t* off,
+                                            const typename Tr::W& w) {
+  alignas(64) uint8_t line[4 * kTok];
+  for (int i = 0; i < 4 * kTok; ++i) line[i] = xb[off[i % 4] + i];
+  Tr::step(acc, line, w);
+}
+
 template <class Tr>
 void int8_rows_impl(const Int8Args& a, int r0, int r1) {
+  if (a.gathers) {
+    int8_gather_rows_impl<Tr>(a, r0, r1);
+    return;
+  }
   int t = 0;
   for (; t + Tr::R <= a.ntiles; t += Tr::R) int8_run<Tr, Tr::R>(a, r0, r1, t);
   if (t < a.ntiles) int8_tail<Tr, Tr::R - 1>(a, r0, r1, t, a.ntiles - t);

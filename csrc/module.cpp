@@ -111,16 +111,19 @@ NB_MODULE(_kernels, m) {
 
   nb::class_<Int8Packed>(m, "Int8Matrix")
       .def("__init__",
-           [](Int8Packed* self, In2<int8_t> w, In1<float> scales, std::optional<In1<float>> bias) {
+           [](Int8Packed* self, In2<int8_t> w, In1<float> scales, std::optional<In1<float>> bias, bool gathered) {
              const int N = (int)w.shape(0), K = (int)w.shape(1);
              if ((int)scales.shape(0) != N) throw std::invalid_argument("scales must have N entries");
              if (bias && (int)bias->shape(0) != N) throw std::invalid_argument("bias must have N entries");
-             new (self) Int8Packed(pack_int8(w.data(), N, K, scales.data(), bias ? bias->data() : nullptr));
-           })
+             new (self) Int8Packed(pack_int8(w.data(), N, K, scales.data(), bias ? bias->data() : nullptr, gathered));
+           }, nb::arg("w"), nb::arg("scales"), nb::arg("bias").none(), nb::arg("gathered") = false)
+      .def_ro("gathered", &Int8Packed::gathered)
       .def_ro("N", &Int8Packed::N)
       .def_ro("K", &Int8Packed::K)
       .def_ro("nnz", &Int8Packed::nnz)
-      .def_prop_ro("nblocks", [](const Int8Packed& p) { return (int64_t)p.blocks.size(); })
+      .def_prop_ro("nblocks", [](const Int8Packed& p) {
+        return (int64_t)(p.gathered ? p.gathers.size() : p.blocks.size());
+      })
       .def("matmul",
            [](const Int8Packed& p, In1<uint8_t> xt, int T, float x_scale, int zp, int isa,
               std::optional<Out2<float>> out) {

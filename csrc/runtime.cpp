@@ -15,8 +15,29 @@
 namespace pruneofa {
 
 // ---------------------------------------------------------------- packing
-Int8Packed pack_int8(const int8_t* w, int N, int K, const float* scales, const float* bias) {
+// Each row's non-zeros split by k % 4, in ascending k; quad g takes the g-th of each class, so a row costs
+// as many quads as its largest class holds (at 90% random sparsity ~80% of the slots carry a weight).
+static void pack_gathered_row(const int8_t* row, int K, std::vector<Gather>& out) {
+  std::vector<int> by_class[4];
+  for (int k = 0; k < K; ++k)
+    if (row[k] != 0) by_class[k % 4].push_back(k);
+  size_t quads = 0;
+  for (const auto& c : by_class) quads = std::max(quads, c.size());
+  for (size_t g = 0; g < quads; ++g) {
+    Gather q{0, {0, 0, 0, 0}};
+    for (int j = 0; j < 4; ++j) {
+      if (g >= by_class[j].size()) continue;
+      const int k = by_class[j][g];
+      q.w |= (int32_t)((uint32_t)(uint8_t)row[k] << (8 * j));
+      q.off[j] = (uint32_t)(k / 4) * 64;
+    }
+    out.push_back(q);
+  }
+}
+
+Int8Packed pack_int8(const int8_t* w, int N, int K, const float* scales, const float* bias, bool gathered) {
   Int8Packed p;
+  p.gathered = gathered;
   p.N = N;
   p.K = K;
   p.K4 = (K + 3) / 4;
@@ -29,6 +50,15 @@ Int8Packed pack_int8(const int8_t* w, int N, int K, const float* scales, const f
   std::vector<Block> kind[3];  // full, even-only (w1 = w3 = 0), odd-only (w0 = w2 = 0)
   for (int n = 0; n < N; ++n) {
     const int8_t* row = w + (int64_t)n * K;
+    if (gathered) {
+      for (int k = 0; k < K; ++k) {
+        p.rowsum[n] += row[k];
+        p.nnz += row[k] != 0;
+      }
+      pack_gathered_row(row, K, p.gathers);
+      p.row_ptr[n + 1] = (int64_t)p.gathers.size();
+      continue;
+    }
     for (auto& v : kind) v.clear();
     for (int q = 0; q < p.K4; ++q) {
       uint32_t packed = 0;
@@ -310,7 +340,7 @@ void int8_matmul(const IsaOps* ops, const Int8Packed& w, const uint8_t* xt, int 
     corr[n] = zp * w.rowsum[n];
   }
   Int8Args a{w.blocks.data(), w.row_ptr.data(), w.half_ptr.data(), xt, (int64_t)w.K4 * 64, (T + kTok - 1) / kTok, T, out_i32,
-             out_f32, T, fscale.data(), corr.data(), w.bias.data()};
+             out_f32, T, fscale.data(), corr.data(), w.bias.data(), w.gathered ? w.gathers.data() : nullptr};
   const int nt = std::max(1, std::min(call_threads(), w.N / 16));
   pool().run(nt, [&](int c) {
     ops->int8_rows(a, split_row(w.row_ptr, w.N, c, nt), split_row(w.row_ptr, w.N, c + 1, nt));

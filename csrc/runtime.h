@@ -31,14 +31,17 @@ struct CacheAligned {
 template <class T>
 using AlignedVec = std::vector<T, CacheAligned<T>>;
 
-// Weights packed once at load: CSR over output rows of non-zero 1x4 blocks along K. Rows keep their
-// order so results are written in place; threads get contiguous row ranges of equal block count.
+// Weights packed once at load: CSR over output rows of non-zero 1x4 blocks along K, or (gathered) of
+// gathered quads (common.h). Rows keep their order so results are written in place; threads get
+// contiguous row ranges of equal block count.
 struct Int8Packed {
   int N = 0, K = 0, K4 = 0;
   int64_t nnz = 0;  // non-zero int8 weights (before padding to blocks)
+  bool gathered = false;
   std::vector<int64_t> row_ptr;
   std::vector<int64_t> half_ptr;  // [2N]: each row's blocks are full, then even-only, then odd-only
   std::vector<Block> blocks;
+  std::vector<Gather> gathers;  // the gathered format (then blocks is empty and half_ptr unused)
   std::vector<int32_t> rowsum;  // sum of each row's weights, for the activation zero-point correction
   std::vector<float> wscale, bias;
 };
@@ -50,8 +53,8 @@ struct F32Packed {
   std::vector<float> bias;
 };
 
-// w: row-major [N, K]; bias may be null.
-Int8Packed pack_int8(const int8_t* w, int N, int K, const float* scales, const float* bias);
+// w: row-major [N, K]; bias may be null. gathered: pack the gathered quads instead of 1x4 blocks.
+Int8Packed pack_int8(const int8_t* w, int N, int K, const float* scales, const float* bias, bool gathered = false);
 F32Packed pack_f32(const float* w, int N, int K, const float* bias);
 
 // Resolve an Isa request; throws std::runtime_error naming the missing CPU feature.

@@ -239,3 +239,23 @@ def test_distilbert(tmp_path, head):
     for key in ("logits", "start_logits", "end_logits"):
         if getattr(got, key) is not None:
             np.testing.assert_allclose(getattr(got, key), getattr(want, key).numpy(), atol=1e-4, rtol=0)
+
+
+def test_the_kernel_formats_give_identical_logits_and_auto_reports_its_choice(classifier_artifact):
+    """'blocks' and 'gathered' are two packings of the same int8 weights: the logits are equal bit for bit;
+    'auto' times both per unstructured Linear and says which it took (1x4 blocks have nothing to gather)."""
+    auto = SparseModel.load(classifier_artifact)
+    block_pattern = auto.encoder.layers[0]["ffn_in"]._i8.pattern == "block1x4"
+    logits = {f: SparseModel.load(classifier_artifact, kernel_format=f).predict(TEXTS, PAIRS).logits
+              for f in ("blocks", "gathered", "auto")}
+    np.testing.assert_array_equal(logits["gathered"], logits["blocks"])
+    np.testing.assert_array_equal(logits["auto"], logits["blocks"])
+    chosen = auto.kernel_formats()
+    assert chosen and len(chosen) >= 4 * 2  # qkv, attn_out, ffn_in, ffn_out per layer
+    for entry in chosen.values():
+        if block_pattern:
+            assert entry == {"format": "blocks", "us": {}}
+        else:
+            assert entry["format"] == min(entry["us"], key=entry["us"].get)
+    with pytest.raises(ValueError, match="kernel_format='fast'"):
+        SparseModel.load(classifier_artifact, kernel_format="fast")

@@ -65,7 +65,7 @@ class Encoder:
     """The transformer body; `forward` returns the last hidden state ``[H, B*T]`` (a reused buffer)."""
 
     def __init__(self, art: Artifact, family: str, prefix: str, mode_for, timer: Timer, splitter: Splitter,
-                 pattern_for) -> None:
+                 pattern_for, kernel_format: str = "blocks") -> None:
         cfg = art.config
         n = FAMILIES[family]
         self.names, self.timer, self.splitter = n, timer, splitter
@@ -78,6 +78,7 @@ class Encoder:
                                   f"({sorted(ops.ACTIVATIONS)}); run it in PyTorch with pruneofa.load(DIR)")
         self.act = ops.ACTIVATIONS[act]
         self.art, self.mode_for, self.pattern_for = art, mode_for, pattern_for
+        self.kernel_format = kernel_format
         fmt = lambda s, i=0: s.format(p=prefix, i=i)  # noqa: E731
         self.word = Embedding(art, fmt(n.word))
         self.position = Embedding(art, fmt(n.position))
@@ -137,7 +138,8 @@ class Encoder:
                 ss.append(sc * np.float32(s))
                 bs.append(np.zeros(q.shape[0], np.float32) if b is None else b * np.float32(s))
             return SparseLinear(np.concatenate(qs), np.concatenate(ss), np.concatenate(bs),
-                                pattern=self.pattern_for(names[0]), mode=mode, act=acts[0], timer=self.timer)
+                                pattern=self.pattern_for(names[0]), mode=mode, act=acts[0], timer=self.timer,
+                                kernel_format=self.kernel_format)
         if any(nm in layers for nm in names):
             return _Stack([self.linear([nm], [s]) for nm, s in zip(names, row_scale, strict=True)])
         w = np.concatenate([self.art.dense(f"{nm}.weight") * np.float32(s) for nm, s in zip(names, row_scale,

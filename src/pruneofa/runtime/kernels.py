@@ -18,8 +18,12 @@ Layout and quantization (the contract the whole-encoder runtime builds on):
   per output row. ``vpdpbusd`` multiplies u8 x s8, so the kernel accumulates
   ``acc[n, t] = sum_k q[k, t] * w[n, k]`` exactly in int32 and the zero point is removed with the
   row sums: ``y = scale * wscale[n] * (acc - zp * sum_k w[n, k]) + bias[n]``.
-* Both int8 patterns pack each row as its non-zero 1x4 blocks along K ("block1x4" has no padding;
-  "unstructured" pays for the zeros inside its blocks: at 90% ~34% of blocks are non-zero).
+* Int8 weights are packed in one of two kernel formats. "blocks": each row as its non-zero 1x4 blocks
+  along K ("block1x4" has no padding; "unstructured" pays for the zeros inside its blocks: at 90% ~34%
+  of blocks are non-zero, with ~1.2 weights each). "gathered" (unstructured only): each row's non-zeros
+  grouped 4 at a time by k % 4, one vpdpbusd per group of 4 from 4 activation lines (~80% of the slots
+  used at 90%). Which is faster depends on the layer's shape and the CPU, so :func:`choose_int8_format`
+  times both on the layer itself; the results are the same integers either way.
 
 ISA paths: "vnni" (AVX-512 VNNI ``vpdpbusd``; fp32 uses AVX-512F), "avx2" (AVX2 ``vpmaddwd`` on
 even/odd bytes, exact; fp32 uses FMA), "portable" (plain C++, any CPU). ``force_isa=None`` picks
@@ -29,6 +33,7 @@ intrinsics: slow, never picked automatically, there so that CPUs without AVX-512
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -39,6 +44,7 @@ from pruneofa.runtime import _kernels as _k
 Isa = Literal["vnni", "avx2", "portable", "vnni-emulated"]
 _ISA_CODES = {None: 0, "auto": 0, "portable": 1, "avx2": 2, "vnni": 3, "vnni-emulated": 4}
 _PATTERNS = ("block1x4", "unstructured")
+KERNEL_FORMATS = ("blocks", "gathered")
 
 
 def _isa_code(force_isa: str | None) -> int:
@@ -163,18 +169,21 @@ class PackedLinearInt8:
         *,
         pattern: str = "block1x4",
         force_isa: Isa | None = None,
+        kernel_format: str = "blocks",
     ) -> None:
         if pattern not in _PATTERNS:
             raise ValueError(f"pattern={pattern!r}: expected one of {_PATTERNS}")
+        if kernel_format not in KERNEL_FORMATS:
+            raise ValueError(f"kernel_format={kernel_format!r}: expected one of {KERNEL_FORMATS}")
         weight = np.asarray(weight)
         if weight.dtype != np.int8 or weight.ndim != 2:
             raise ValueError(f"weight must be int8 [N, K], got {weight.dtype} {weight.shape}")
         scales = np.ascontiguousarray(scales, dtype=np.float32).reshape(-1)
         if bias is not None:
             bias = np.ascontiguousarray(bias, dtype=np.float32).reshape(-1)
-        self.pattern = pattern
+        self.pattern, self.kernel_format = pattern, kernel_format
         self.isa = _isa_code(force_isa)
-        self._m = _k.Int8Matrix(np.ascontiguousarray(weight), scales, bias)
+        self._m = _k.Int8Matrix(np.ascontiguousarray(weight), scales, bias, gathered=kernel_format == "gathered")
         self.out_features, self.in_features = weight.shape
 
     @property
@@ -183,7 +192,7 @@ class PackedLinearInt8:
 
     @property
     def nblocks(self) -> int:
-        """Non-zero 1x4 blocks actually multiplied (nnz padded to blocks)."""
+        """Steps of 4 weights actually multiplied: non-zero 1x4 blocks, or gathered groups."""
         return self._m.nblocks
 
     def __call__(self, x: np.ndarray, *, layout: str = "kt", out: np.ndarray | None = None,
@@ -211,6 +220,30 @@ class PackedLinearInt8:
     def _check(self, qa: QuantizedActivations) -> None:
         if self.in_features != qa.K:
             raise ValueError(f"activations have K={qa.K}, weight expects K={self.in_features}")
+
+
+def choose_int8_format(weight: np.ndarray, scales: np.ndarray, *, tokens: int = 128, rounds: int = 5,
+                       force_isa: Isa | None = None) -> tuple[str, dict[str, float]]:
+    """The faster kernel format for an unstructured int8 weight on this CPU, by measured cost.
+
+    Packs both formats and times them on random activations of `tokens` tokens, interleaved, `rounds`
+    rounds after one warm-up each, with this thread's thread count. Returns the format and each one's
+    best time in microseconds. The formats give identical integers, so the choice changes speed only.
+    """
+    weight = np.ascontiguousarray(weight)
+    packed = {f: PackedLinearInt8(weight, scales, pattern="unstructured", kernel_format=f, force_isa=force_isa)
+              for f in KERNEL_FORMATS}
+    rng = np.random.default_rng(0)
+    qa = QuantizedActivations.from_uint8(rng.integers(0, 256, (weight.shape[1], tokens), dtype=np.uint8), 1.0, 0)
+    best = {f: float("inf") for f in KERNEL_FORMATS}
+    for f in KERNEL_FORMATS:
+        packed[f].matmul_quantized(qa)
+    for _ in range(rounds):
+        for f in KERNEL_FORMATS:
+            t0 = time.perf_counter()
+            packed[f].matmul_quantized(qa)
+            best[f] = min(best[f], (time.perf_counter() - t0) * 1e6)
+    return min(KERNEL_FORMATS, key=best.__getitem__), best
 
 
 class PackedLinearF32:

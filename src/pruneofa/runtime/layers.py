@@ -43,11 +43,23 @@ class Timer:
         self.totals.clear()
 
 
+def _kernel_format(q: np.ndarray, scales: np.ndarray, pattern: str, requested: str) -> tuple[str, dict[str, float]]:
+    """The int8 kernel format of one Linear: 'auto' times both on it for the unstructured pattern (1x4 blocks
+    have nothing to gather: always 'blocks'); returns the format and the measured microseconds, if any."""
+    if requested not in ("auto", *kernels.KERNEL_FORMATS):
+        raise ValueError(f"kernel_format={requested!r}: expected 'auto' or one of {kernels.KERNEL_FORMATS}")
+    if pattern == "block1x4":
+        return "blocks", {}
+    if requested != "auto":
+        return requested, {}
+    return kernels.choose_int8_format(q, np.ascontiguousarray(scales, dtype=np.float32))
+
+
 class SparseLinear:
     """A pruned Linear through the kernels: ``y[N, T] = W x[K, T] + b`` (feature-major in and out)."""
 
     def __init__(self, q: np.ndarray, scales: np.ndarray, bias: np.ndarray | None, *, pattern: str,
-                 mode: str, act: dict | None, timer: Timer) -> None:
+                 mode: str, act: dict | None, timer: Timer, kernel_format: str = "blocks") -> None:
         if mode not in ("static", "dynamic", "fp32"):
             raise ValueError(f"mode={mode!r}: expected 'static', 'dynamic' or 'fp32'")
         if mode == "static" and act is None:
@@ -57,7 +69,8 @@ class SparseLinear:
         if mode == "fp32":
             self._f32 = kernels.PackedLinearF32(q.astype(np.float32) * scales[:, None], bias)
         else:
-            self._i8 = kernels.PackedLinearInt8(q, scales, bias, pattern=pattern)
+            self.kernel_format, self.format_us = _kernel_format(q, scales, pattern, kernel_format)
+            self._i8 = kernels.PackedLinearInt8(q, scales, bias, pattern=pattern, kernel_format=self.kernel_format)
         # Static mode: the QAT scale and zero point, rounded in the kernels as PyTorch's fake-quant does
         # (rint(x * float32(1 / scale)) + zp); dynamic mode passes none and the kernels use each call's range.
         self._qparams = ({"scale": float(np.float32(act["scale"])), "zero_point": int(act["zero_point"])}

@@ -52,11 +52,13 @@ class SparseModel:
     """The whole exported model; build with `SparseModel.load`."""
 
     def __init__(self, folder: str | Path, *, threads: int = 1, activations: str = "auto",
-                 max_length: int | None = None) -> None:
+                 max_length: int | None = None, kernel_format: str = "auto") -> None:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads must be an int >= 1, got {threads!r}")
         if activations not in MODES:
             raise ValueError(f"activations={activations!r}: expected one of {MODES}")
+        if kernel_format not in ("auto", *kernels.KERNEL_FORMATS):
+            raise ValueError(f"kernel_format={kernel_format!r}: expected 'auto' or one of {kernels.KERNEL_FORMATS}")
         art = read_artifact(folder)
         man = art.manifest
         self.folder, self.manifest, self.config, self.threads = Path(folder), man, art.config, threads
@@ -87,7 +89,9 @@ class SparseModel:
         self.timer = Timer()
         self.splitter = Splitter(threads)
         prefix = man.get("encoder_prefix", "")
-        self.encoder = Encoder(art, family, prefix, mode_for, self.timer, self.splitter, pattern_for)
+        if kernel_format == "auto" and kernels.get_num_threads() != threads:
+            kernels.set_num_threads(threads)  # the formats are timed as the model will run
+        self.encoder = Encoder(art, family, prefix, mode_for, self.timer, self.splitter, pattern_for, kernel_format)
         self.activations = sorted({mode_for(info["input"]) for info in man["layers"].values()})
         self._build_head(art, family, prefix)
         self.id2label = {int(k): v for k, v in (man.get("head") or {}).get("id2label", {}).items()}
@@ -97,11 +101,27 @@ class SparseModel:
 
     @classmethod
     def load(cls, folder: str | Path, *, threads: int = 1, activations: str = "auto",
-             max_length: int | None = None) -> SparseModel:
+             max_length: int | None = None, kernel_format: str = "auto") -> SparseModel:
         """Validate and load an artifact. `activations`: 'auto' (QAT scales if the artifact has them,
         else dynamic per tensor like ONNX Runtime), 'static', 'dynamic' or 'fp32' (no activation
-        quantization: the reference numerics). `max_length` truncates tokenized input."""
-        return cls(folder, threads=threads, activations=activations, max_length=max_length)
+        quantization: the reference numerics). `max_length` truncates tokenized input.
+        `kernel_format`: the int8 kernel format of the unstructured Linears: 'auto' (each layer's faster
+        one on this CPU, timed at load: `kernel_formats()` lists them), 'blocks' or 'gathered'; the
+        outputs are the same either way."""
+        return cls(folder, threads=threads, activations=activations, max_length=max_length,
+                   kernel_format=kernel_format)
+
+    def kernel_formats(self) -> dict[str, dict]:
+        """Per int8 Linear (by its first weight's position in the encoder): the kernel format and the
+        microseconds measured for each format when 'auto' chose it."""
+        found: dict[str, dict] = {}
+        for i, layer in enumerate(self.encoder.layers):
+            for key, linear in layer.items():
+                for j, part in enumerate(getattr(linear, "parts", [linear])):
+                    if hasattr(part, "kernel_format"):
+                        found[f"layer{i}.{key}" + (f".{j}" if hasattr(linear, "parts") else "")] = {
+                            "format": part.kernel_format, "us": part.format_us}
+        return found
 
     def _build_head(self, art: Any, family: str, prefix: str) -> None:
         enc, names = self.encoder, art.manifest
