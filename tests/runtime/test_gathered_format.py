@@ -1,5 +1,5 @@
 """The gathered int8 kernel format (unstructured rows grouped 4 at a time by k % 4) against an int64 NumPy
-reference on every ISA path, its hand-counted packing, and the per-layer choice between formats."""
+reference on every ISA path, and its hand-counted packing."""
 
 from __future__ import annotations
 
@@ -92,14 +92,6 @@ def test_gathered_threads_give_identical_results(isa):
         np.testing.assert_array_equal(m.matmul_int32(qa), one)
     finally:
         kernels.set_num_threads(before)
-
-
-def test_choose_int8_format_times_both_and_returns_the_faster():
-    rng = np.random.default_rng(1)
-    w = _sparse_int8(rng, 96, 256, 0.9, "unstructured")
-    chosen, us = kernels.choose_int8_format(w, np.ones(96, np.float32), tokens=32, rounds=2)
-    assert set(us) == {"blocks", "gathered"} and all(v > 0 for v in us.values())
-    assert chosen == min(us, key=us.get)
 
 
 def test_a_bad_kernel_format_is_refused():

@@ -251,11 +251,14 @@ def test_the_kernel_formats_give_identical_logits_and_auto_reports_its_choice(cl
     np.testing.assert_array_equal(logits["gathered"], logits["blocks"])
     np.testing.assert_array_equal(logits["auto"], logits["blocks"])
     chosen = auto.kernel_formats()
-    assert chosen and len(chosen) >= 4 * 2  # qkv, attn_out, ffn_in, ffn_out per layer
-    for entry in chosen.values():
-        if block_pattern:
-            assert entry == {"format": "blocks", "us": {}}
-        else:
-            assert entry["format"] == min(entry["us"], key=entry["us"].get)
+    assert len(chosen) == 4 * len(auto.encoder.layers)  # qkv, attn_out, ffn_in, ffn_out per layer
+    if block_pattern:  # nothing to gather, nothing timed
+        assert set(chosen.values()) == {"blocks"} and auto.format_ms == {}
+    else:  # each kind takes the format its in-model median was lower under, and the other pack is freed
+        assert set(auto.format_ms) == {"qkv", "attn_out", "ffn_in", "ffn_out"}
+        for name, fmt in chosen.items():
+            ms = auto.format_ms[name.split(".")[1]]
+            assert fmt == min(ms, key=ms.get)
+        assert all(len(linear.kernel_formats) == 1 for linear in auto.encoder.sparse_linears)
     with pytest.raises(ValueError, match="kernel_format='fast'"):
         SparseModel.load(classifier_artifact, kernel_format="fast")

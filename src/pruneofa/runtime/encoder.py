@@ -78,7 +78,8 @@ class Encoder:
                                   f"({sorted(ops.ACTIVATIONS)}); run it in PyTorch with pruneofa.load(DIR)")
         self.act = ops.ACTIVATIONS[act]
         self.art, self.mode_for, self.pattern_for = art, mode_for, pattern_for
-        self.kernel_format = kernel_format
+        self.kernel_format = kernel_format  # blocks, gathered, or both (SparseModel times them and keeps one)
+        self.sparse_linears: list[SparseLinear] = []
         fmt = lambda s, i=0: s.format(p=prefix, i=i)  # noqa: E731
         self.word = Embedding(art, fmt(n.word))
         self.position = Embedding(art, fmt(n.position))
@@ -137,9 +138,11 @@ class Encoder:
                 qs.append(q)
                 ss.append(sc * np.float32(s))
                 bs.append(np.zeros(q.shape[0], np.float32) if b is None else b * np.float32(s))
-            return SparseLinear(np.concatenate(qs), np.concatenate(ss), np.concatenate(bs),
-                                pattern=self.pattern_for(names[0]), mode=mode, act=acts[0], timer=self.timer,
-                                kernel_format=self.kernel_format)
+            linear = SparseLinear(np.concatenate(qs), np.concatenate(ss), np.concatenate(bs),
+                                  pattern=self.pattern_for(names[0]), mode=mode, act=acts[0], timer=self.timer,
+                                  kernel_format=self.kernel_format)
+            self.sparse_linears.append(linear)
+            return linear
         if any(nm in layers for nm in names):
             return _Stack([self.linear([nm], [s]) for nm, s in zip(names, row_scale, strict=True)])
         w = np.concatenate([self.art.dense(f"{nm}.weight") * np.float32(s) for nm, s in zip(names, row_scale,

@@ -22,8 +22,8 @@ Layout and quantization (the contract the whole-encoder runtime builds on):
   along K ("block1x4" has no padding; "unstructured" pays for the zeros inside its blocks: at 90% ~34%
   of blocks are non-zero, with ~1.2 weights each). "gathered" (unstructured only): each row's non-zeros
   grouped 4 at a time by k % 4, one vpdpbusd per group of 4 from 4 activation lines (~80% of the slots
-  used at 90%). Which is faster depends on the layer's shape and the CPU, so :func:`choose_int8_format`
-  times both on the layer itself; the results are the same integers either way.
+  used at 90%). Which is faster depends on the layer's shape, the CPU and the thread count, so the runtime's
+  ``SparseModel.load(kernel_format="auto")`` times both inside the model; the integers are the same either way.
 
 ISA paths: "vnni" (AVX-512 VNNI ``vpdpbusd``; fp32 uses AVX-512F), "avx2" (AVX2 ``vpmaddwd`` on
 even/odd bytes, exact; fp32 uses FMA), "portable" (plain C++, any CPU). ``force_isa=None`` picks
@@ -33,7 +33,6 @@ intrinsics: slow, never picked automatically, there so that CPUs without AVX-512
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -220,30 +219,6 @@ class PackedLinearInt8:
     def _check(self, qa: QuantizedActivations) -> None:
         if self.in_features != qa.K:
             raise ValueError(f"activations have K={qa.K}, weight expects K={self.in_features}")
-
-
-def choose_int8_format(weight: np.ndarray, scales: np.ndarray, *, tokens: int = 128, rounds: int = 5,
-                       force_isa: Isa | None = None) -> tuple[str, dict[str, float]]:
-    """The faster kernel format for an unstructured int8 weight on this CPU, by measured cost.
-
-    Packs both formats and times them on random activations of `tokens` tokens, interleaved, `rounds`
-    rounds after one warm-up each, with this thread's thread count. Returns the format and each one's
-    best time in microseconds. The formats give identical integers, so the choice changes speed only.
-    """
-    weight = np.ascontiguousarray(weight)
-    packed = {f: PackedLinearInt8(weight, scales, pattern="unstructured", kernel_format=f, force_isa=force_isa)
-              for f in KERNEL_FORMATS}
-    rng = np.random.default_rng(0)
-    qa = QuantizedActivations.from_uint8(rng.integers(0, 256, (weight.shape[1], tokens), dtype=np.uint8), 1.0, 0)
-    best = {f: float("inf") for f in KERNEL_FORMATS}
-    for f in KERNEL_FORMATS:
-        packed[f].matmul_quantized(qa)
-    for _ in range(rounds):
-        for f in KERNEL_FORMATS:
-            t0 = time.perf_counter()
-            packed[f].matmul_quantized(qa)
-            best[f] = min(best[f], (time.perf_counter() - t0) * 1e6)
-    return min(KERNEL_FORMATS, key=best.__getitem__), best
 
 
 class PackedLinearF32:

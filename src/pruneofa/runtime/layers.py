@@ -43,18 +43,6 @@ class Timer:
         self.totals.clear()
 
 
-def _kernel_format(q: np.ndarray, scales: np.ndarray, pattern: str, requested: str) -> tuple[str, dict[str, float]]:
-    """The int8 kernel format of one Linear: 'auto' times both on it for the unstructured pattern (1x4 blocks
-    have nothing to gather: always 'blocks'); returns the format and the measured microseconds, if any."""
-    if requested not in ("auto", *kernels.KERNEL_FORMATS):
-        raise ValueError(f"kernel_format={requested!r}: expected 'auto' or one of {kernels.KERNEL_FORMATS}")
-    if pattern == "block1x4":
-        return "blocks", {}
-    if requested != "auto":
-        return requested, {}
-    return kernels.choose_int8_format(q, np.ascontiguousarray(scales, dtype=np.float32))
-
-
 class SparseLinear:
     """A pruned Linear through the kernels: ``y[N, T] = W x[K, T] + b`` (feature-major in and out)."""
 
@@ -69,12 +57,30 @@ class SparseLinear:
         if mode == "fp32":
             self._f32 = kernels.PackedLinearF32(q.astype(np.float32) * scales[:, None], bias)
         else:
-            self.kernel_format, self.format_us = _kernel_format(q, scales, pattern, kernel_format)
-            self._i8 = kernels.PackedLinearInt8(q, scales, bias, pattern=pattern, kernel_format=self.kernel_format)
+            # "both" packs both formats, so that SparseModel can time them in the model and keep one
+            if kernel_format not in ("both", *kernels.KERNEL_FORMATS):
+                raise ValueError(f"kernel_format={kernel_format!r}: expected 'both' or one of {kernels.KERNEL_FORMATS}")
+            formats = ["blocks"] if pattern == "block1x4" else \
+                list(kernels.KERNEL_FORMATS) if kernel_format == "both" else [kernel_format]
+            self._packs = {f: kernels.PackedLinearInt8(q, scales, bias, pattern=pattern, kernel_format=f)
+                           for f in formats}
+            self.use(formats[0])
         # Static mode: the QAT scale and zero point, rounded in the kernels as PyTorch's fake-quant does
         # (rint(x * float32(1 / scale)) + zp); dynamic mode passes none and the kernels use each call's range.
         self._qparams = ({"scale": float(np.float32(act["scale"])), "zero_point": int(act["zero_point"])}
                          if mode == "static" else {})
+
+    @property
+    def kernel_formats(self) -> list[str]:
+        """The int8 kernel formats packed (two while the model times them, then one)."""
+        return [] if self.mode == "fp32" else list(self._packs)
+
+    def use(self, kernel_format: str) -> None:
+        self._i8, self.kernel_format = self._packs[kernel_format], kernel_format
+
+    def keep_only_current(self) -> None:
+        if self.mode != "fp32":
+            self._packs = {self.kernel_format: self._i8}
 
     def __call__(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
         t0 = time.perf_counter()

@@ -89,15 +89,17 @@ class SparseModel:
         self.timer = Timer()
         self.splitter = Splitter(threads)
         prefix = man.get("encoder_prefix", "")
-        if kernel_format == "auto" and kernels.get_num_threads() != threads:
-            kernels.set_num_threads(threads)  # the formats are timed as the model will run
-        self.encoder = Encoder(art, family, prefix, mode_for, self.timer, self.splitter, pattern_for, kernel_format)
+        self.encoder = Encoder(art, family, prefix, mode_for, self.timer, self.splitter, pattern_for,
+                               "both" if kernel_format == "auto" else kernel_format)
         self.activations = sorted({mode_for(info["input"]) for info in man["layers"].values()})
         self._build_head(art, family, prefix)
         self.id2label = {int(k): v for k, v in (man.get("head") or {}).get("id2label", {}).items()}
         self.max_length = min(self.encoder.max_positions, max_length or self.encoder.max_positions)
         self._tokenizer: Any = None
         self._blas = _blas_controller()
+        self.format_ms: dict[str, dict[str, float]] = {}
+        if kernel_format == "auto":
+            self._choose_kernel_formats()
 
     @classmethod
     def load(cls, folder: str | Path, *, threads: int = 1, activations: str = "auto",
@@ -111,17 +113,45 @@ class SparseModel:
         return cls(folder, threads=threads, activations=activations, max_length=max_length,
                    kernel_format=kernel_format)
 
-    def kernel_formats(self) -> dict[str, dict]:
-        """Per int8 Linear (by its first weight's position in the encoder): the kernel format and the
-        microseconds measured for each format when 'auto' chose it."""
-        found: dict[str, dict] = {}
-        for i, layer in enumerate(self.encoder.layers):
+    def kernel_formats(self) -> dict[str, str]:
+        """The int8 kernel format of each encoder Linear ('layer3.ffn_out': 'gathered'); `format_ms` holds
+        what 'auto' measured: per Linear kind, the model's forward in ms with that kind in each format."""
+        return {f"layer{i}.{key}" + (f".{j}" if hasattr(linear, "parts") else ""): part.kernel_format
+                for i, layer in enumerate(self.encoder.layers) for key, linear in layer.items()
+                for j, part in enumerate(getattr(linear, "parts", [linear])) if getattr(part, "kernel_formats", None)}
+
+    def _choose_kernel_formats(self, tokens: int = 128, rounds: int = 5) -> None:
+        """Per Linear kind (qkv, attn_out, ffn_in, ffn_out), the int8 kernel format under which this model's
+        forward is faster, timed in the model at its thread count on one sequence of `tokens` tokens,
+        the formats interleaved over `rounds` rounds (medians). In the model, not layer by layer: a layer
+        timed alone (its weights and inputs warm in cache, the pool idle) chose 'blocks' where 'gathered'
+        made the whole model faster at 2 threads (results/bench_unstructured_formats_vnni.json)."""
+        kinds: dict[str, list] = {}
+        for layer in self.encoder.layers:
             for key, linear in layer.items():
-                for j, part in enumerate(getattr(linear, "parts", [linear])):
-                    if hasattr(part, "kernel_format"):
-                        found[f"layer{i}.{key}" + (f".{j}" if hasattr(linear, "parts") else "")] = {
-                            "format": part.kernel_format, "us": part.format_us}
-        return found
+                for part in getattr(linear, "parts", [linear]):
+                    if len(getattr(part, "kernel_formats", [])) > 1:
+                        kinds.setdefault(key, []).append(part)
+        if kinds:
+            rng = np.random.default_rng(0)
+            ids = rng.integers(0, self.encoder.word.values.shape[0], (1, min(tokens, self.max_length)))
+            self.run(ids)  # warm-up: workspaces, pool threads
+            for kind, parts in kinds.items():
+                times: dict[str, list[float]] = {f: [] for f in kernels.KERNEL_FORMATS}
+                for _ in range(rounds):
+                    for fmt in kernels.KERNEL_FORMATS:
+                        for part in parts:
+                            part.use(fmt)
+                        t0 = time.perf_counter()
+                        self.run(ids)
+                        times[fmt].append(time.perf_counter() - t0)
+                self.format_ms[kind] = {f: float(np.median(v)) * 1e3 for f, v in times.items()}
+                best = min(self.format_ms[kind], key=self.format_ms[kind].__getitem__)
+                for part in parts:
+                    part.use(best)
+        for linear in self.encoder.sparse_linears:  # the choice made (heads, projections: blocks), the rest freed
+            linear.keep_only_current()
+        self.timer.reset()
 
     def _build_head(self, art: Any, family: str, prefix: str) -> None:
         enc, names = self.encoder, art.manifest
