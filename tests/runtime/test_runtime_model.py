@@ -216,6 +216,11 @@ def test_predict_cli(classifier_artifact, capsys):
     assert args.func(args) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and '"label": "LABEL_' in lines[0]
+    for fmt in ("blocks", "gathered"):  # the kernel format changes speed, never the printed result
+        args = parser.parse_args(["predict", str(classifier_artifact), TEXTS[0], TEXTS[1], "--pair", PAIRS[0],
+                                  "--pair", PAIRS[1], "--json", "--kernel-format", fmt])
+        assert args.func(args) == 0
+        assert capsys.readouterr().out.strip().splitlines() == lines
 
 
 @pytest.mark.parametrize("head", ["DistilBertForSequenceClassification", "DistilBertForQuestionAnswering"])

@@ -31,6 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="activation quantization: 'auto' = the artifact's QAT scales if it has them, else dynamic per tensor "
         "(as ONNX Runtime does); 'fp32' = no activation quantization (reference numerics, slower)",
     )
+    p.add_argument(
+        "--kernel-format", choices=["auto", "blocks", "gathered"], default="auto",
+        help="int8 kernel format of unstructured Linears: 'auto' = per Linear kind, the faster on this CPU, timed "
+        "in the model at load (about 1 s for BERT-base); 'blocks' skips that timing (same outputs)",
+    )
     p.add_argument("--max-length", type=int, default=None,
                    help="truncate inputs to this many tokens (default: the model's position limit)")
     p.add_argument("--json", action="store_true", help="print one JSON object per text instead of a line")
@@ -51,7 +56,7 @@ def _run(args: argparse.Namespace) -> int:
     _check_texts(args.text, "text")
     _check_texts(args.pair or [], "--pair")
     model = SparseModel.load(args.path, threads=args.threads, activations=args.activations,
-                             max_length=args.max_length)
+                             max_length=args.max_length, kernel_format=args.kernel_format)
     try:
         limit = model.encoder.max_positions
         if args.max_length is not None and args.max_length > limit:
