@@ -267,3 +267,13 @@ def test_the_kernel_formats_give_identical_logits_and_auto_reports_its_choice(cl
         assert all(len(linear.kernel_formats) == 1 for linear in auto.encoder.sparse_linears)
     with pytest.raises(ValueError, match="kernel_format='fast'"):
         SparseModel.load(classifier_artifact, kernel_format="fast")
+
+
+def test_the_encoder_workspaces_start_on_a_cache_line(classifier_artifact):
+    rt = SparseModel.load(classifier_artifact, kernel_format="blocks")
+    rt.predict(TEXTS, PAIRS)
+    workspaces = [a for ws in rt.encoder._ws.values() for k, a in ws.items() if k not in ("mean", "var", "bias")]
+    assert workspaces and all(a.ctypes.data % 64 == 0 for a in workspaces)
+    for shape in [(3,), (5, 7), (2, 3, 4)]:
+        a = ops.aligned_empty(shape)
+        assert a.shape == shape and a.dtype == np.float32 and a.ctypes.data % 64 == 0 and a.flags.c_contiguous

@@ -155,10 +155,9 @@ class Encoder:
         ws = self._ws.get((slot, b, t))
         if ws is None:
             h, bt = self.hidden, b * t
-            ws = {"h": np.empty((h, bt), np.float32), "qkv": np.empty((3 * h, bt), np.float32),
-                  "ctx": np.empty((h, bt), np.float32), "tmp": np.empty((h, bt), np.float32),
-                  "inter": np.empty((self.intermediate, bt), np.float32),
-                  "emb": np.empty((self.emb_size, bt), np.float32),
+            empty = ops.aligned_empty
+            ws = {"h": empty((h, bt)), "qkv": empty((3 * h, bt)), "ctx": empty((h, bt)), "tmp": empty((h, bt)),
+                  "inter": empty((self.intermediate, bt)), "emb": empty((self.emb_size, bt)),
                   "mean": np.empty(bt, np.float32), "var": np.empty(bt, np.float32),
                   "bias": np.empty((b, 1, t), np.float32)}
             self._ws[(slot, b, t)] = ws
@@ -191,7 +190,7 @@ class Encoder:
         if per >= b:
             return self._forward_chunk(ids, mask, type_ids, 0, self.splitter)
         if self._out is None:
-            self._out = np.empty((self.hidden, b * t), np.float32)
+            self._out = ops.aligned_empty((self.hidden, b * t))
         out, starts = self._out, list(range(0, b, per))
         threads = self.splitter.threads if len(starts) >= self.splitter.threads else 1
 
