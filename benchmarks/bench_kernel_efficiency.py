@@ -15,7 +15,8 @@ processes only add time).
       [--isa avx2] [--baseline-ext /tmp/old/_kernels.cpython-311-x86_64-linux-gnu.so]
 
 `--ghz` is the core clock under load, measured outside Python (a dependent integer-add loop); this
-script does not guess it.
+script does not guess it. `--gathered` adds the unstructured weights in the gathered kernel format
+("unstructured-gathered" rows: its padded MACs are its 4-slot groups x 4; not with --baseline-ext).
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ def _per_call(fn, sample_s: float) -> float:
     return best
 
 
-def worker(ext_path: str | None, isa: int, tokens: list[int], threads: int, sample_s: float) -> list[dict]:
+def worker(ext_path: str | None, isa: int, tokens: list[int], threads: int, sample_s: float,
+           patterns: tuple[str, ...] = PATTERNS) -> list[dict]:
     k = _load_ext(ext_path)
     k.set_num_threads(threads)
     rng = np.random.default_rng(0)
@@ -86,10 +88,11 @@ def worker(ext_path: str | None, isa: int, tokens: list[int], threads: int, samp
             q = rng.integers(0, 256, size=(kk, t)).astype(np.uint8)
             xt = k.tile_u8(q)
             out = np.empty((n, t), np.float32)
-            for pattern in PATTERNS:
-                w = _weights(rng, n, kk, pattern)
+            for pattern in patterns:
+                w = _weights(rng, n, kk, pattern.split("-")[0])
                 scales, bias = np.ones(n, np.float32), np.zeros(n, np.float32)
-                m = k.Int8Matrix(w, scales, bias)
+                m = k.Int8Matrix(w, scales, bias, gathered=True) if pattern.endswith("-gathered") else \
+                    k.Int8Matrix(w, scales, bias)
                 sec = _per_call(lambda m=m, xt=xt, t=t, out=out: m.matmul(xt, t, 0.01, 3, isa, out), sample_s)
                 rows.append({"N": n, "K": kk, "tokens": t, "pattern": pattern, "nnz": int(np.count_nonzero(w)),
                              "blocks": int(m.nblocks), "sec": sec})
@@ -123,10 +126,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--sample-ms", type=float, default=20.0)
+    ap.add_argument("--gathered", action="store_true", help="also time unstructured in the gathered format")
     ap.add_argument("--worker", nargs="?", const="", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.gathered and args.baseline_ext:
+        ap.error("--gathered times this build only: drop --baseline-ext")
+    patterns = (*PATTERNS, "unstructured-gathered") if args.gathered else PATTERNS
     if args.worker is not None:
-        rows = worker(args.worker or None, ISA_CODES[args.isa], args.tokens, args.threads, args.sample_ms / 1000)
+        rows = worker(args.worker or None, ISA_CODES[args.isa], args.tokens, args.threads, args.sample_ms / 1000,
+                      patterns)
         print(json.dumps(rows))
         return
     builds = {"after": ""} | ({"before": args.baseline_ext} if args.baseline_ext else {})
@@ -135,7 +143,7 @@ def main() -> None:
         for b, ext in builds.items():
             cmd = [sys.executable, __file__, "--out", "-", "--ghz", str(args.ghz), "--worker", ext,
                    "--isa", args.isa, "--tokens", *map(str, args.tokens), "--threads", str(args.threads), "--sample-ms",
-                   str(args.sample_ms)]
+                   str(args.sample_ms), *(["--gathered"] if args.gathered else [])]
             samples[b].append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout))
     table = []
     for i, row in enumerate(samples["after"][0]):
@@ -146,7 +154,7 @@ def main() -> None:
         table.append(entry)
         _print_row(f"{row['N']:>4}x{row['K']:<4}", entry, builds)
     for t in args.tokens:
-        for pattern in PATTERNS:
+        for pattern in patterns:
             part = [e for e in table if e["tokens"] == t and e["pattern"] == pattern]
             entry = {"N": "layer", "K": "layer", "tokens": t, "pattern": pattern,
                      "nnz": sum(e["nnz"] for e in part), "blocks": sum(e["blocks"] for e in part)}
