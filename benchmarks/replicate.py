@@ -599,9 +599,9 @@ def render() -> str:
     if reruns:
         lines += ["", "## Re-runs", "", "A new machine has the committed results but not the models (runs/ is not "
                   "committed), so a finished cell whose models a later cell reads is run again; the tables keep "
-                  "the committed figures. Cells that finished after a re-run read its models, so where a table sets them beside "
-                  "a cell from before it, the difference includes this re-run noise. How closely each re-run "
-                  "reproduced the committed figures:", "", *reruns]
+                  "the committed figures. Cells that finished after a re-run read its models, so where a table "
+                  "sets them beside a cell from before it, the difference includes this re-run noise. How closely "
+                  "each re-run reproduced the committed figures:", "", *reruns]
     lines += ["", "Cells still pending are in the study's order; `python benchmarks/replicate.py --list` shows "
               "them.", ""]
     return "\n".join(lines)
