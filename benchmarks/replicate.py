@@ -651,6 +651,16 @@ def _paired_delta(cells: str, reference: str, key: str = "transfer_accuracy") ->
     return f"{statistics.mean(diffs.values()):+.2f}{seeds}"
 
 
+def _same_models_reference(cells: str, reference: str) -> str:
+    """The reference cells as the compared cells saw them: the re-runs of `reference` where every seed's re-run
+    finished before that seed's cell (the cell then read models built beside those re-runs), else `reference`."""
+    for seed in SEEDS:
+        rerun, cell = _metric(f"{RERUNS}/{reference.format(seed)}", "finished"), _metric(cells.format(seed), "finished")
+        if rerun is None or cell is None or rerun > cell:
+            return reference
+    return f"{RERUNS}/{reference}"
+
+
 def _teacher_mlm_note() -> str:
     teacher = _metric("teacher", "teacher_mlm_accuracy")
     return "" if teacher is None else f" (the dense teacher's: {teacher:.3f})"
@@ -685,6 +695,16 @@ def _limit_lines() -> list[str]:
                 f"{teacher600:.3f}")
         lines.append(line + (f"; Prune OFA from it: {_stat(stronger)}, {_paired_delta('rq1-teacher600-s{}', ofa)}."
                              if stronger else "; Prune OFA from it: pending."))
+    recipe = []
+    for key, label, _ in PRETRAIN_ABLATIONS:
+        cells = f"rq2-{key}-s{{}}"
+        accuracy = _values([cells.format(s) for s in SEEDS], "transfer_accuracy")
+        if accuracy:
+            reference = _same_models_reference(cells, ofa)
+            recipe.append(f"{label.split(', ')[-1]} {_stat(accuracy)}, {_paired_delta(cells, reference)}"
+                          + (" (against its re-run from the same re-run teachers)" if reference != ofa else ""))
+    if recipe:
+        lines.append(f"- **Recipe**: Prune OFA {'; '.join(recipe)}.")
     oneshot = _values([f"rq2-oneshot-s{s}" for s in SEEDS], "transfer_accuracy")
     if oneshot:
         task = f"rq2-taskgmp{TASK_STEPS[0]}-s{{}}"

@@ -210,3 +210,20 @@ def test_the_16x_task_pruning_cells_run_last(replicate):
     names = [c.name for c in replicate.study()]
     assert names[-2:] == ["rq2-taskgmp4800-s1", "rq2-taskgmp4800-s2"]
     assert names.index("rq2-no-kd-s2") < names.index("rq2-taskgmp1200-s1") < names.index("rq1tasks-pt85-s1")
+
+
+def test_the_recipe_ablations_are_compared_with_the_reference_built_from_the_same_models(replicate):
+    for key in replicate.OBJECTIVES:
+        for seed in replicate.SEEDS:
+            _finish(replicate, f"rq1-{key}-s{seed}", transfer_accuracy=73.0, student_mlm_accuracy=0.1,
+                    pretrain_seconds=180.0, pretrain_steps=180, finished="2026-12-01 10:00:00 UTC")
+    best = replicate.best_objective()
+    for seed in replicate.SEEDS:
+        _finish(replicate, f"rq2-no-lrr-s{seed}", transfer_accuracy=75.0, finished="2026-12-02 16:00:00 UTC")
+    assert "- **Recipe**: Prune OFA pre-training without LR rewinding 75.00 ± 0.00 (n=2), +2.00." in replicate.render()
+    (replicate.RESULTS / "reruns").mkdir()
+    for seed in replicate.SEEDS:  # re-run on a new machine before the ablation ran: that is its reference
+        (replicate.RESULTS / "reruns" / f"rq1-{best}-s{seed}.json").write_text(json.dumps(
+            {"transfer_accuracy": 74.5, "finished": "2026-12-02 15:00:00 UTC", "committed": {}}))
+    assert ("without LR rewinding 75.00 ± 0.00 (n=2), +0.50 (against its re-run from the same re-run teachers)."
+            in replicate.render())
