@@ -23,6 +23,7 @@ import numpy as np
 
 from pruneofa.bench.model import SETTLE_S, build_models, machine_info, ort_session, time_per_call
 from pruneofa.fsutil import atomic_write_text
+from pruneofa.runtime import kernels
 from pruneofa.runtime.model import SparseModel
 
 FORMATS = ("blocks", "gathered", "auto")
@@ -42,7 +43,12 @@ def main() -> int:
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sample-ms", type=float, default=300)
+    parser.add_argument("--linears-isa", choices=["auto", "avx2"], default="auto",
+                        help="avx2: the sparse Linears take the AVX2 path (on a VNNI CPU: the format choice as an "
+                        "AVX2 machine would face it, not that machine's speed; ORT keeps its own kernels)")
     args = parser.parse_args()
+    if args.linears_isa == "avx2":
+        kernels._ISA_CODES[None] = kernels._ISA_CODES["avx2"]  # every PackedLinearInt8 built without force_isa
     rng = np.random.default_rng(0)
     random.seed(0)
     info = machine_info()
@@ -91,7 +97,8 @@ def main() -> int:
             for rt in rts.values():
                 rt.close()
     result = {"meta": {**info, "loadavg_after": machine_info()["loadavg"], "shape": "bert-base", "sparsity": 0.9,
-                       "pattern": "unstructured", "rounds": args.rounds, "sample_ms": args.sample_ms}, "rows": rows}
+                       "pattern": "unstructured", "linears_isa": args.linears_isa, "rounds": args.rounds,
+                       "sample_ms": args.sample_ms}, "rows": rows}
     atomic_write_text(args.out, json.dumps(result, indent=1))
     print(f"wrote {args.out}")
     return 0
