@@ -61,7 +61,7 @@ struct I8 {
                               _mm256_madd_epi16(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i*)(p + 32)), 8), w));
   }
   // The gathered format: each 32-byte half from line off[0], byte j of every dword blended in from line
-  // off[j]. Unmeasured for speed here; the per-layer choice measures it against the blocks.
+  // off[j]. The load-time choice (SparseModel) times it against the blocks on the CPU that runs the model.
   static constexpr int kGatherU = 1;
   static constexpr int kGatherLongQuads = 256;
   static constexpr int kGatherLongU = 2;

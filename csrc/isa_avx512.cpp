@@ -56,7 +56,7 @@ struct I8 {
   // The gathered format: line off[0], then byte j of every dword from line off[j] by a byte-masked load.
   // Standalone on Zen 5 (90% random, 128 tokens, against this file's 1x4 loop): 768x3072 (long K, one
   // tile, U = 4) ran 1.26-1.38x faster; 768x768 and 3072x768 (4 tiles, U = 2) ran 0.80-0.93x: 4 loads a
-  // step cost more than the ~2.8x fewer steps save. Hence the per-layer choice by measured cost.
+  // step cost more than the ~2.8x fewer steps save. Hence the choice by measured cost (SparseModel, at load).
   static constexpr int kGatherU = 2;
   static constexpr int kGatherLongQuads = 256;
   static constexpr int kGatherLongU = 4;

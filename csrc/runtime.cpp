@@ -50,11 +50,11 @@ Int8Packed pack_int8(const int8_t* w, int N, int K, const float* scales, const f
   std::vector<Block> kind[3];  // full, even-only (w1 = w3 = 0), odd-only (w0 = w2 = 0)
   for (int n = 0; n < N; ++n) {
     const int8_t* row = w + (int64_t)n * K;
+    for (int k = 0; k < K; ++k) {  // both formats: the zero-point correction's row sums, the non-zero count
+      p.rowsum[n] += row[k];
+      p.nnz += row[k] != 0;
+    }
     if (gathered) {
-      for (int k = 0; k < K; ++k) {
-        p.rowsum[n] += row[k];
-        p.nnz += row[k] != 0;
-      }
       pack_gathered_row(row, K, p.gathers);
       p.row_ptr[n + 1] = (int64_t)p.gathers.size();
       continue;
@@ -66,8 +66,6 @@ Int8Packed pack_int8(const int8_t* w, int N, int K, const float* scales, const f
       for (int j = 0; j < 4 && 4 * q + j < K; ++j) {
         const int8_t v = row[4 * q + j];
         packed |= (uint32_t)(uint8_t)v << (8 * j);
-        p.rowsum[n] += v;
-        p.nnz += v != 0;
         (j % 2 ? odd : even) |= v != 0;
       }
       if (even || odd) kind[even && odd ? 0 : (even ? 1 : 2)].push_back(Block{(int32_t)packed, (uint32_t)q * 64});

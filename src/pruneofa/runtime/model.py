@@ -107,18 +107,25 @@ class SparseModel:
         """Validate and load an artifact. `activations`: 'auto' (QAT scales if the artifact has them,
         else dynamic per tensor like ONNX Runtime), 'static', 'dynamic' or 'fp32' (no activation
         quantization: the reference numerics). `max_length` truncates tokenized input.
-        `kernel_format`: the int8 kernel format of the unstructured Linears: 'auto' (each layer's faster
-        one on this CPU, timed at load: `kernel_formats()` lists them), 'blocks' or 'gathered'; the
-        outputs are the same either way."""
+        `kernel_format`: the int8 kernel format of the unstructured Linears: 'auto' (per Linear kind, the one
+        under which this model's forward is faster on this CPU, timed at load: `kernel_formats()` lists
+        them), 'blocks' or 'gathered'; the outputs are the same either way."""
         return cls(folder, threads=threads, activations=activations, max_length=max_length,
                    kernel_format=kernel_format)
 
     def kernel_formats(self) -> dict[str, str]:
         """The int8 kernel format of each encoder Linear ('layer3.ffn_out': 'gathered'); `format_ms` holds
         what 'auto' measured: per Linear kind, the model's forward in ms with that kind in each format."""
-        return {f"layer{i}.{key}" + (f".{j}" if hasattr(linear, "parts") else ""): part.kernel_format
-                for i, layer in enumerate(self.encoder.layers) for key, linear in layer.items()
-                for j, part in enumerate(getattr(linear, "parts", [linear])) if getattr(part, "kernel_formats", None)}
+        return {name: part.kernel_format for name, _, part in self._int8_linears()}
+
+    def _int8_linears(self) -> Iterator[tuple[str, str, Any]]:
+        """(name, kind, SparseLinear) of every int8 encoder Linear; an unfused stack's parts are 'kind.j'."""
+        for i, layer in enumerate(self.encoder.layers):
+            for key, linear in layer.items():
+                stacked = hasattr(linear, "parts")
+                for j, part in enumerate(linear.parts if stacked else [linear]):
+                    if getattr(part, "kernel_formats", None):
+                        yield f"layer{i}.{key}" + (f".{j}" if stacked else ""), key, part
 
     def _choose_kernel_formats(self, tokens: int = 128, rounds: int = 5) -> None:
         """Per Linear kind (qkv, attn_out, ffn_in, ffn_out), the int8 kernel format under which this model's
@@ -127,11 +134,9 @@ class SparseModel:
         timed alone (its weights and inputs warm in cache, the pool idle) chose 'blocks' where 'gathered'
         made the whole model faster at 2 threads (results/bench_unstructured_formats_vnni.json)."""
         kinds: dict[str, list] = {}
-        for layer in self.encoder.layers:
-            for key, linear in layer.items():
-                for part in getattr(linear, "parts", [linear]):
-                    if len(getattr(part, "kernel_formats", [])) > 1:
-                        kinds.setdefault(key, []).append(part)
+        for _, kind, part in self._int8_linears():
+            if len(part.kernel_formats) > 1:
+                kinds.setdefault(kind, []).append(part)
         if kinds:
             rng = np.random.default_rng(0)
             ids = rng.integers(0, self.encoder.word.values.shape[0], (1, min(tokens, self.max_length)))

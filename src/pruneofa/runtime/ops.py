@@ -37,7 +37,6 @@ _ERF_Q = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -
           -1.42647390514189e-02)
 
 
-
 def aligned_empty(shape: tuple[int, ...], dtype: type = np.float32, align: int = 64) -> np.ndarray:
     """`np.empty` whose data starts on a cache line. NumPy aligns to 16 bytes; the kernels write 64-byte rows of
     16 floats into the encoder's workspaces, and at a 16-byte start every such store spans two lines."""
@@ -46,6 +45,7 @@ def aligned_empty(shape: tuple[int, ...], dtype: type = np.float32, align: int =
     raw = np.empty(nbytes + align, np.uint8)
     start = (-raw.ctypes.data) % align
     return raw[start:start + nbytes].view(dt).reshape(shape)
+
 
 def _horner(z: np.ndarray, coefs: tuple[float, ...], out: np.ndarray) -> np.ndarray:
     np.multiply(z, np.float32(coefs[0]), out=out)
