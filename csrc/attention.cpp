@@ -2,6 +2,8 @@
 #include "attention.h"
 
 #include <algorithm>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "runtime.h"
@@ -13,6 +15,10 @@ AttnHeadFn attn_head_avx2() { return nullptr; }
 #endif
 #ifndef PRUNEOFA_HAVE_AVX512
 AttnHeadFn attn_head_avx512() { return nullptr; }
+AttnHeadI8Fn attn_head_i8_avx512() { return nullptr; }
+#endif
+#ifndef PRUNEOFA_HAVE_AVX512_EMULATED
+AttnHeadI8Fn attn_head_i8_avx512_emulated() { return nullptr; }
 #endif
 
 int64_t attn_scratch(int d, int T) {
@@ -27,10 +33,23 @@ static AttnHeadFn head_for(const IsaOps* ops) {
   return attn_head_portable();
 }
 
+static AttnHeadI8Fn head_i8_for(const IsaOps* ops) {
+  if (ops == ops_avx512() && attn_head_i8_avx512()) return attn_head_i8_avx512();
+  if (ops == ops_avx512_emulated() && attn_head_i8_avx512_emulated()) return attn_head_i8_avx512_emulated();
+  if (ops == ops_portable()) return attn_head_i8_portable();
+  return nullptr;
+}
+
+bool attention_int8_available(const IsaOps* ops) { return head_i8_for(ops) != nullptr; }
+
 void attention(const IsaOps* ops, const float* qkv, int H, int heads, int B, int T, const float* pos, const float* bias,
-               float* ctx) {
+               float* ctx, bool int8) {
   if (B == 0 || T == 0 || heads == 0) return;
   const AttnHeadFn head = head_for(ops);
+  const AttnHeadI8Fn head_i8 = int8 ? head_i8_for(ops) : nullptr;
+  if (int8 && !head_i8)
+    throw std::invalid_argument(std::string("int8 attention has no build for the ") + ops->name +
+                                " path (it runs on vnni and portable): use fp32 attention there");
   const int d = H / heads, pairs = B * heads;
   const int64_t ld = (int64_t)B * T;
   // Contiguous ranges of (sequence, head) pairs; each pair is computed the same way whatever the
@@ -38,13 +57,23 @@ void attention(const IsaOps* ops, const float* qkv, int H, int heads, int B, int
   const int nt = std::max(1, std::min(call_threads(), pairs));
   parallel_run(nt, [&](int c) {
     thread_local AlignedVec<float> scratch;
-    scratch.resize((size_t)attn_scratch(d, T));
+    thread_local AlignedVec<uint8_t> scratch_i8;
+    thread_local std::vector<float> zeros;
+    if (int8) {
+      scratch_i8.resize((size_t)attn_i8_scratch(d, T));
+      zeros.assign((size_t)T, 0.0f);
+    } else
+      scratch.resize((size_t)attn_scratch(d, T));
     for (int p = pairs * c / nt; p < pairs * (c + 1) / nt; ++p) {
       const int b = p / heads, h = p % heads;
       const int64_t col = (int64_t)b * T, row = (int64_t)h * d;
-      head(qkv + row * ld + col, qkv + (H + row) * ld + col, qkv + (2 * H + row) * ld + col, ld, d, T,
-           pos ? pos + (int64_t)h * T * T : nullptr, bias ? bias + col : nullptr, ctx + row * ld + col,
-           scratch.data());
+      const float *q = qkv + row * ld + col, *k = qkv + (H + row) * ld + col, *v = qkv + (2 * H + row) * ld + col;
+      const float* hpos = pos ? pos + (int64_t)h * T * T : nullptr;
+      const float* kbias = bias ? bias + col : nullptr;
+      if (int8)
+        head_i8(q, k, v, ld, d, T, hpos, kbias, ctx + row * ld + col, scratch_i8.data(), zeros.data());
+      else
+        head(q, k, v, ld, d, T, hpos, kbias, ctx + row * ld + col, scratch.data());
     }
   });
 }

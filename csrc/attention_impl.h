@@ -7,20 +7,23 @@
 //                                                 reductions); pos: MPNet's relative position bias
 //   C[c, i] = (sum_j V[c, j] P^T[j][i]) / sum_j P^T[j][i]
 //
-// Both matmuls are one register-blocked kernel: R rows times NV 16-float vectors of accumulators,
-// one broadcast scalar per row and NV vector loads per step. GCC/Clang vector extensions instead of
-// intrinsics: every ISA unit compiles this same code with its own target flags (a 16-float vector is
-// one zmm under AVX-512, two ymm under AVX2, four xmm on baseline SSE2), so there is one kernel to test.
+// Both matmuls are one register-blocked kernel: R rows times NV vectors of kAttnLanes floats of
+// accumulators, one broadcast scalar per row and NV vector loads per step. GCC/Clang vector extensions
+// instead of intrinsics, so every ISA unit compiles this same code with its own target flags; each unit
+// sets kAttnLanes to its native width (16 under AVX-512, 8 under AVX2, 4 on baseline SSE2). A vector
+// wider than the target's registers is lowered through the stack: with 16-float vectors the AVX2 build
+// ran 12x slower than the AVX-512 one (589 vs 48 us a BERT-base head on Zen 4). Each output element
+// sums over k in the same order whatever the width.
 //
 // Included inside an anonymous namespace of each attn_*.cpp unit (like elementwise_impl.h), which sets
-// kAttnR and kAttnNV for its register file before including. Builtins only (see common.h).
+// kAttnR, kAttnNV and kAttnLanes for its register file before including. Builtins only (see common.h).
 #pragma once
 
-typedef float attn_v16 __attribute__((vector_size(64)));
+typedef float attn_vec __attribute__((vector_size(4 * kAttnLanes)));
 
-// By reference, not by value: a 64-byte vector passed by value changes the ABI without AVX-512 (-Wpsabi).
-inline void attn_load(attn_v16& v, const float* p) { __builtin_memcpy(&v, p, sizeof v); }
-inline void attn_store(float* p, const attn_v16& v) { __builtin_memcpy(p, &v, sizeof v); }
+// By reference, not by value: a vector wider than the target's registers changes the ABI (-Wpsabi).
+inline void attn_load(attn_vec& v, const float* p) { __builtin_memcpy(&v, p, sizeof v); }
+inline void attn_store(float* p, const attn_vec& v) { __builtin_memcpy(p, &v, sizeof v); }
 
 inline float attn_exp(float x) {
   // Cephes exp as in elementwise_impl.h (0 below -87.3: a masked key's -1e30 logit gets weight 0).
@@ -41,36 +44,36 @@ inline float attn_exp(float x) {
   return x < -87.3f ? 0.0f : y * two_n;
 }
 
-// out[r][0 : 16*NV] = sum_k A[r*sr + k*sk] * B[k*ldb + 0 : 16*NV] for r < R (R, NV compile-time).
+// out[r][0 : kAttnLanes*NV] = sum_k A[r*sr + k*sk] * B[k*ldb + 0 : kAttnLanes*NV] for r < R (R, NV compile-time).
 template <int R, int NV>
 inline void attn_block(const float* A, int64_t sr, int64_t sk, int K, const float* B, int64_t ldb, float* out,
                        int64_t ldo) {
-  attn_v16 acc[R][NV];
+  attn_vec acc[R][NV];
   for (int r = 0; r < R; ++r)
-    for (int v = 0; v < NV; ++v) acc[r][v] = attn_v16{};
+    for (int v = 0; v < NV; ++v) acc[r][v] = attn_vec{};
   for (int k = 0; k < K; ++k) {
-    attn_v16 b[NV];
-    for (int v = 0; v < NV; ++v) attn_load(b[v], B + (int64_t)k * ldb + 16 * v);
+    attn_vec b[NV];
+    for (int v = 0; v < NV; ++v) attn_load(b[v], B + (int64_t)k * ldb + kAttnLanes * v);
     for (int r = 0; r < R; ++r) {
       const float a = A[r * sr + (int64_t)k * sk];
       for (int v = 0; v < NV; ++v) acc[r][v] += a * b[v];
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int v = 0; v < NV; ++v) attn_store(out + r * ldo + 16 * v, acc[r][v]);
+    for (int v = 0; v < NV; ++v) attn_store(out + r * ldo + kAttnLanes * v, acc[r][v]);
 }
 
-// out [M][W] (row stride ldo, W a multiple of 16) = A (M x K, strides sr, sk) times B [K][W] (stride ldb).
+// out [M][W] (row stride ldo, W a multiple of 16, so of kAttnLanes) = A (M x K, strides sr, sk) times B [K][W] (stride ldb).
 template <int R, int NV>
 inline void attn_matmul(const float* A, int64_t sr, int64_t sk, int M, int K, const float* B, int64_t ldb, int W,
                         float* out, int64_t ldo) {
   int i = 0;
-  for (; i + 16 * NV <= W; i += 16 * NV) {
+  for (; i + kAttnLanes * NV <= W; i += kAttnLanes * NV) {
     int m = 0;
     for (; m + R <= M; m += R) attn_block<R, NV>(A + m * sr, sr, sk, K, B + i, ldb, out + m * ldo + i, ldo);
     for (; m < M; ++m) attn_block<1, NV>(A + m * sr, sr, sk, K, B + i, ldb, out + m * ldo + i, ldo);
   }
-  for (; i < W; i += 16) {
+  for (; i < W; i += kAttnLanes) {
     int m = 0;
     for (; m + R <= M; m += R) attn_block<R, 1>(A + m * sr, sr, sk, K, B + i, ldb, out + m * ldo + i, ldo);
     for (; m < M; ++m) attn_block<1, 1>(A + m * sr, sr, sk, K, B + i, ldb, out + m * ldo + i, ldo);

@@ -237,7 +237,7 @@ NB_MODULE(_kernels, m) {
   // qkv [3H, B*T] (1/sqrt(d) already in Q), with an optional additive key bias [B*T] (padding mask)
   // and an optional relative position bias [heads, T keys, T queries] (flattened) shared by the batch.
   m.def("attention_", [](In2<float> qkv, Buf2 ctx, int heads, int batch, std::optional<In1<float>> bias,
-                         std::optional<In1<float>> pos, int isa) {
+                         std::optional<In1<float>> pos, int isa, bool int8) {
     const IsaOps* ops = select_isa(isa);
     const int64_t H = (int64_t)ctx.shape(0), BT = (int64_t)ctx.shape(1);
     if (heads < 1 || batch < 1 || H % heads != 0 || BT % batch != 0)
@@ -250,9 +250,14 @@ NB_MODULE(_kernels, m) {
     const int64_t T = BT / batch;
     if (pos && (int64_t)pos->shape(0) != heads * T * T)
       throw std::invalid_argument("attention_: pos must have heads*T*T entries (a [heads, T, T] bias, keys first)");
+    if (int8 && !attention_int8_available(ops))
+      throw std::invalid_argument(std::string("int8 attention has no build for the ") + ops->name +
+                                  " path (it runs on vnni and portable): use fp32 attention there");
     nb::gil_scoped_release r;
     attention(ops, qkv.data(), (int)H, heads, batch, (int)T, pos ? pos->data() : nullptr, bias ? bias->data() : nullptr,
-              ctx.data());
+              ctx.data(), int8);
   }, nb::arg("qkv"), nb::arg("ctx"), nb::arg("heads"), nb::arg("batch"), nb::arg("bias").none(), nb::arg("pos").none(),
-     nb::arg("isa"));
+     nb::arg("isa"), nb::arg("int8") = false);
+  // Whether the path `isa` has an int8 attention (vnni, vnni-emulated and portable; not avx2).
+  m.def("attention_int8_available", [](int isa) { return attention_int8_available(select_isa(isa)); });
 }

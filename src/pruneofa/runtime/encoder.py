@@ -79,6 +79,7 @@ class Encoder:
         self.act = ops.ACTIVATIONS[act]
         self.art, self.mode_for, self.pattern_for = art, mode_for, pattern_for
         self.kernel_format = kernel_format  # blocks, gathered, or both (SparseModel times them and keeps one)
+        self.attention_int8 = False  # both attention matmuls in int8 (SparseModel's `attention`)
         self.sparse_linears: list[SparseLinear] = []
         fmt = lambda s, i=0: s.format(p=prefix, i=i)  # noqa: E731
         self.word = Embedding(art, fmt(n.word))
@@ -282,7 +283,8 @@ class Encoder:
             self._attention_numpy(run, b, t)
             return
         t0 = time.perf_counter()
-        ops.attention_(ws["qkv"], ws["ctx"], self.heads, b, ws["bias"] if run.masked else None, self.pos_bias)
+        ops.attention_(ws["qkv"], ws["ctx"], self.heads, b, ws["bias"] if run.masked else None, self.pos_bias,
+                       int8=self.attention_int8)
         self.timer.lap("attention", t0)
 
     def _attention_numpy(self, run: _Run, b: int, t: int) -> None:

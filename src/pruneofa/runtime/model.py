@@ -52,13 +52,18 @@ class SparseModel:
     """The whole exported model; build with `SparseModel.load`."""
 
     def __init__(self, folder: str | Path, *, threads: int = 1, activations: str = "auto",
-                 max_length: int | None = None, kernel_format: str = "auto") -> None:
+                 max_length: int | None = None, kernel_format: str = "auto", attention: str = "auto") -> None:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads must be an int >= 1, got {threads!r}")
         if activations not in MODES:
             raise ValueError(f"activations={activations!r}: expected one of {MODES}")
         if kernel_format not in ("auto", *kernels.KERNEL_FORMATS):
             raise ValueError(f"kernel_format={kernel_format!r}: expected 'auto' or one of {kernels.KERNEL_FORMATS}")
+        if attention not in ATTENTION_PRECISIONS:
+            raise ValueError(f"attention={attention!r}: expected one of {ATTENTION_PRECISIONS}")
+        if attention == "int8" and not ops.attention_int8_available():
+            raise PruneofaError("attention='int8' needs the VNNI (or portable) kernels; this CPU runs "
+                                f"'{kernels.cpu_features()['auto_isa']}': use attention 'fp32' (--attention)")
         art = read_artifact(folder)
         man = art.manifest
         self.folder, self.manifest, self.config, self.threads = Path(folder), man, art.config, threads
@@ -92,6 +97,8 @@ class SparseModel:
         self.encoder = Encoder(art, family, prefix, mode_for, self.timer, self.splitter, pattern_for,
                                "both" if kernel_format == "auto" else kernel_format)
         self.activations = sorted({mode_for(info["input"]) for info in man["layers"].values()})
+        self.attention = _attention_precision(attention, self.activations)
+        self.encoder.attention_int8 = self.attention == "int8"
         self._build_head(art, family, prefix)
         self.id2label = {int(k): v for k, v in (man.get("head") or {}).get("id2label", {}).items()}
         self.max_length = min(self.encoder.max_positions, max_length or self.encoder.max_positions)
@@ -103,15 +110,18 @@ class SparseModel:
 
     @classmethod
     def load(cls, folder: str | Path, *, threads: int = 1, activations: str = "auto",
-             max_length: int | None = None, kernel_format: str = "auto") -> SparseModel:
+             max_length: int | None = None, kernel_format: str = "auto", attention: str = "auto") -> SparseModel:
         """Validate and load an artifact. `activations`: 'auto' (QAT scales if the artifact has them,
         else dynamic per tensor like ONNX Runtime), 'static', 'dynamic' or 'fp32' (no activation
         quantization: the reference numerics). `max_length` truncates tokenized input.
         `kernel_format`: the int8 kernel format of the unstructured Linears: 'auto' (per Linear kind, the one
         under which this model's forward is faster on this CPU, timed at load: `kernel_formats()` lists
-        them), 'blocks' or 'gathered'; the outputs are the same either way."""
+        them), 'blocks' or 'gathered'; the outputs are the same either way.
+        `attention`: the precision of the attention matmuls (QK^T and PV; the softmax stays fp32): 'fp32',
+        'int8' (Q, K, V per (sequence, head) and the softmax's weights to 8 bits; vnni and portable kernels
+        only) or 'auto' (`ATTENTION_AUTO`); `attention` on the model says which ran."""
         return cls(folder, threads=threads, activations=activations, max_length=max_length,
-                   kernel_format=kernel_format)
+                   kernel_format=kernel_format, attention=attention)
 
     def kernel_formats(self) -> dict[str, str]:
         """The int8 kernel format of each encoder Linear ('layer3.ffn_out': 'gathered'); `format_ms` holds
@@ -283,6 +293,16 @@ class SparseModel:
 
     def close(self) -> None:
         self.splitter.close()
+
+
+ATTENTION_PRECISIONS = ("auto", "fp32", "int8")
+
+
+def _attention_precision(requested: str, activations: list[str]) -> str:
+    """'auto' -> fp32 for now (int8 is opt-in until measured on the model); explicit choices stand."""
+    if requested != "auto":
+        return requested
+    return "fp32"
 
 
 def _blas_controller() -> Any:

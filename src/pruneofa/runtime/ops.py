@@ -204,7 +204,7 @@ def softmax_(s: np.ndarray, rowmax: np.ndarray, bias: np.ndarray | None = None,
 
 
 def attention_(qkv: np.ndarray, ctx: np.ndarray, heads: int, batch: int, bias: np.ndarray | None = None,
-               pos: np.ndarray | None = None, force_isa: str | None = None) -> None:
+               pos: np.ndarray | None = None, force_isa: str | None = None, int8: bool = False) -> None:
     """``ctx [H, B*T] = softmax(Q^T K + bias) V^T`` per (sequence, head), fused in the extension.
 
     ``qkv`` is the fused QKV Linear's feature-major output ``[3H, B*T]`` (Q rows, K rows, V rows; the
@@ -214,6 +214,9 @@ def attention_(qkv: np.ndarray, ctx: np.ndarray, heads: int, batch: int, bias: n
     run per (sequence, head) with the scores in cache, split
     across the kernels' threads (csrc/attention_impl.h). Needs the compiled extension; without it the
     encoder runs its NumPy path.
+
+    ``int8``: both matmuls in int8 (csrc/attention_i8_impl.h: Q, K, V quantized per (sequence, head),
+    the softmax's weights to 8 bits), on the paths where `attention_int8_available`; else ValueError.
     """
     if _fused is None:
         raise RuntimeError("fused attention needs the compiled extension (pruneofa.runtime._kernels)")
@@ -221,5 +224,11 @@ def attention_(qkv: np.ndarray, ctx: np.ndarray, heads: int, batch: int, bias: n
     if pos is not None:
         _need_contiguous(pos)
     _fused.attention_(qkv, ctx, int(heads), int(batch), None if bias is None else bias.reshape(-1),
-                      None if pos is None else pos.reshape(-1), _isa(force_isa))
+                      None if pos is None else pos.reshape(-1), _isa(force_isa), bool(int8))
+
+
+def attention_int8_available(force_isa: str | None = None) -> bool:
+    """Whether the kernels' path (`force_isa`, or this CPU's best) has the int8 attention: vnni (and its
+    emulation) and portable do; avx2 does not."""
+    return _fused is not None and bool(_fused.attention_int8_available(_isa(force_isa)))
 
