@@ -36,6 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="int8 kernel format of unstructured Linears: 'auto' = per Linear kind, the faster on this CPU, timed "
         "in the model at load (about 1 s for BERT-base); 'blocks' skips that timing (same outputs)",
     )
+    p.add_argument(
+        "--attention", choices=["auto", "fp32", "int8"], default="auto",
+        help="precision of the attention matmuls (the softmax stays fp32): 'auto' = int8 on AVX-512 VNNI CPUs "
+        "when the activations are quantized, else fp32; 'int8' needs the VNNI kernels",
+    )
     p.add_argument("--max-length", type=int, default=None,
                    help="truncate inputs to this many tokens (default: the model's position limit)")
     p.add_argument("--json", action="store_true", help="print one JSON object per text instead of a line")
@@ -56,7 +61,8 @@ def _run(args: argparse.Namespace) -> int:
     _check_texts(args.text, "text")
     _check_texts(args.pair or [], "--pair")
     model = SparseModel.load(args.path, threads=args.threads, activations=args.activations,
-                             max_length=args.max_length, kernel_format=args.kernel_format)
+                             max_length=args.max_length, kernel_format=args.kernel_format,
+                             attention=args.attention)
     try:
         limit = model.encoder.max_positions
         if args.max_length is not None and args.max_length > limit:
