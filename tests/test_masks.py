@@ -188,6 +188,19 @@ def test_drift_is_reported_with_a_per_layer_table():
     assert "layer" in text.splitlines()[1]  # the table header follows the summary line
 
 
+def test_the_audit_reports_the_weights_sparsity_beside_the_masks():
+    model = TwoLayers(8, 8, 2)
+    sp = _sparsifier(model, "unstructured")
+    sp.prune_to(0.5)
+    overall = sp.audit("unit test").overall()
+    assert overall["sparsity"] == 0.5 and overall["weight_sparsity"] >= 0.5
+    with torch.no_grad():  # regrown weights (a run with the lock off): the masks still say 50%
+        model.first.weight[~model.first.weight_mask] = 1.0
+        model.second.weight[~model.second.weight_mask] = 1.0
+    overall = sp.audit("unit test").overall()
+    assert overall["sparsity"] == 0.5 and overall["weight_sparsity"] == 0.0
+
+
 def test_locked_pattern_refuses_new_masks():
     import pytest
 

@@ -227,3 +227,22 @@ def test_the_recipe_ablations_are_compared_with_the_reference_built_from_the_sam
             {"transfer_accuracy": 74.5, "finished": "2026-12-02 15:00:00 UTC", "committed": {}}))
     assert ("without LR rewinding 75.00 ± 0.00 (n=2), +0.50 (against its re-run from the same re-run teachers)."
             in replicate.render())
+
+
+def test_the_lock_ablation_reports_the_weights_sparsity_not_the_masks(replicate):
+    """With the lock off the weights regrow while the masks (put back for the drift audit) stay at 90%: the
+    RQ3 table must show the weights' zeros, read from the stage summary's non-zero count."""
+    folder = replicate.RUNS / "rq3-unlocked-s1" / "transfer"
+    folder.mkdir(parents=True)
+    summary = {"eval": {"after": {"dev": {"accuracy": 77.0}}}, "seconds": 10.0,
+               "sparsity": {"sparsity": 0.9, "zeros": 90, "nonzero": 97, "numel": 100}}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    cell = next(c for c in replicate.study() if c.name == "rq3-unlocked-s1")
+    figures = replicate.collect(cell)
+    assert figures["transfer_sparsity"] == 0.9 and figures["transfer_weight_sparsity"] == pytest.approx(0.03)
+    for seed in replicate.SEEDS:
+        _finish(replicate, f"rq3-unlocked-s{seed}", transfer_accuracy=77.0, transfer_sparsity=0.9,
+                transfer_weight_sparsity=0.0)
+        _finish(replicate, f"rq1-masked-kd-bf16-s{seed}", transfer_accuracy=73.0, transfer_sparsity=0.9)
+    report = replicate.render()
+    assert "| lock off | 77.00 ± 0.00 (n=2) | 0.00 ± 0.00 (n=2) |" in report

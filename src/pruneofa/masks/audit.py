@@ -63,7 +63,10 @@ class AuditReport:
         known = [layer for layer in self.layers if layer.target is not None]
         target = sum(layer.target * layer.numel for layer in known) / numel if known and numel else None
         return {
-            "sparsity": zeros / numel if numel else 0.0,
+            "sparsity": zeros / numel if numel else 0.0,  # of the masks
+            # of the weights: equal to or above the masks' when the weights obey them; far below when a run
+            # with the lock off let them regrow (the masks are then only put back to measure the drift)
+            "weight_sparsity": 1 - sum(layer.nonzero for layer in self.layers) / numel if numel else 0.0,
             "target": target,
             "zeros": zeros,
             "nonzero": sum(layer.nonzero for layer in self.layers),
