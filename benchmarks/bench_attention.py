@@ -1,10 +1,11 @@
-"""Attention alone, fused in the extension vs the encoder's NumPy path, per forward (all layers).
+"""Attention alone per forward (all layers): the encoder's NumPy path, the fused fp32 kernel, the fused int8 one.
 
-    /work/bin/timed .venv/bin/python benchmarks/bench_attention.py --rounds 5
+    python benchmarks/bench_attention.py --rounds 5 [--isa avx2]
 
-Both paths get the same fused-QKV output ``[3H, B*T]`` and write the context ``[H, B*T]``; the NumPy
+All paths get the same fused-QKV output ``[3H, B*T]`` and write the context ``[H, B*T]``; the NumPy
 path is `Encoder._attention_numpy` (BLAS matmuls on one thread per part, the extension's softmax),
-what the runtime ran before the fused kernel. Rounds interleave the two; medians are reported.
+what the runtime ran before the fused kernel. Rounds interleave the paths; medians are reported. The
+int8 column is '-' where the path (--isa) has no int8 attention (avx2).
 """
 
 from __future__ import annotations
@@ -42,9 +43,12 @@ def main() -> None:
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--sample-s", type=float, default=0.3)
+    ap.add_argument("--isa", default=None, help="force_isa of the fused kernels (default: this CPU's best)")
     args = ap.parse_args()
-    print(f"isa {kernels._k.isa_name(0)}; ms per forward (attention of all layers), median of {args.rounds}")
-    print("model      batch threads   numpy   fused   x")
+    isa = kernels._k.isa_name(kernels._isa_code(args.isa) if args.isa else 0)
+    int8 = ops.attention_int8_available(args.isa)
+    print(f"isa {isa}; ms per forward (attention of all layers), median of {args.rounds}")
+    print("model      batch threads   numpy    fp32    int8  fp32/int8")
     blas = _blas_controller()
     for name in args.models:
         h, heads, layers = SHAPES[name]
@@ -55,16 +59,22 @@ def main() -> None:
             ws = {"qkv": qkv, "ctx": np.empty((h, b * t), np.float32), "bias": np.zeros((b, 1, t), np.float32)}
             for th in args.threads:
                 kernels.set_num_threads(th)
-                enc = SimpleNamespace(heads=heads, head_dim=h // heads, hidden=h, splitter=Splitter(th),
-                                      timer=Timer(), _masked=False, pos_bias=None)
-                old, new = [], []
+                splitter = Splitter(th)
+                enc = SimpleNamespace(heads=heads, head_dim=h // heads, hidden=h, timer=Timer(), pos_bias=None)
+                run = SimpleNamespace(ws=ws, masked=False, splitter=splitter)
+                paths = {"numpy": partial(Encoder._attention_numpy, enc, run, b, t),
+                         "fp32": partial(ops.attention_, qkv, ws["ctx"], heads, b, force_isa=args.isa)}
+                if int8:
+                    paths["int8"] = partial(ops.attention_, qkv, ws["ctx"], heads, b, force_isa=args.isa, int8=True)
+                times: dict[str, list[float]] = {k: [] for k in paths}
                 with blas():
                     for _ in range(args.rounds):
-                        old.append(_time(partial(Encoder._attention_numpy, enc, ws, b, t), args.sample_s))
-                        new.append(_time(partial(ops.attention_, qkv, ws["ctx"], heads, b), args.sample_s))
-                o, f = statistics.median(old) * 1e3 * layers, statistics.median(new) * 1e3 * layers
-                print(f"{name:10s} {b:5d} {th:7d} {o:7.2f} {f:7.2f} {o / f:5.2f}")
-                enc.splitter.close()
+                        for key, fn in paths.items():
+                            times[key].append(_time(fn, args.sample_s))
+                ms = {k: statistics.median(v) * 1e3 * layers for k, v in times.items()}
+                i8 = f"{ms['int8']:7.2f} {ms['fp32'] / ms['int8']:9.2f}" if int8 else "      -         -"
+                print(f"{name:10s} {b:5d} {th:7d} {ms['numpy']:7.2f} {ms['fp32']:7.2f} {i8}")
+                splitter.close()
 
 
 if __name__ == "__main__":
