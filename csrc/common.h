@@ -82,11 +82,12 @@ struct IsaOps {
                    int q0, int q1);
   // Elementwise encoder work (elementwise_impl.h): LayerNorm of (x + res) over the H features of
   // tokens [t0, t1) of feature-major x [H, ld]; softmax of contiguous rows with an optional additive
-  // bias per column; exact GELU in place with the rational erf's 7 + 5 coefficients.
+  // bias per column; exact GELU in place with the rational erf's 7 + 5 coefficients. LayerNorm and
+  // GELU write the min and max of their outputs to range[0..1] (the next Linear's quantization range).
   void (*layernorm)(float* x, const float* res, int64_t ld, int H, int t0, int t1, const float* gamma,
-                    const float* beta, float eps);
+                    const float* beta, float eps, float* range);
   void (*softmax)(float* s, int64_t rows, int len, const float* bias);
-  void (*gelu)(float* v, int64_t n, const float* P, const float* Q, float clamp);
+  void (*gelu)(float* v, int64_t n, const float* P, const float* Q, float clamp, float* range);
 };
 
 const IsaOps* ops_portable();

@@ -62,11 +62,17 @@ inline void softmax_rows_impl(float* s, int64_t rows, int len, const float* bias
 // x[:, t0:t1] = LayerNorm over features of (x + res) for feature-major x [H, ld]; res may be null.
 // Two passes like PyTorch (mean, then centred variance), in column blocks of kCols tokens so the
 // block's per-token statistics stay in registers/L1 while the rows stream through.
+// range[0], range[1] = the min and max of what it wrote (+inf, -inf for no tokens): the next Linear's
+// dynamic quantization needs them, and here they cost two vector ops per element instead of a pass.
 inline void layernorm_cols_impl(float* x, const float* res, int64_t ld, int H, int t0, int t1, const float* gamma,
-                                const float* beta, float eps) {
+                                const float* beta, float eps, float* range) {
   constexpr int kCols = 64;
   const float inv_h = 1.0f / (float)H;
-  float mean[kCols], rstd[kCols];
+  float mean[kCols], rstd[kCols], lo[kCols], hi[kCols];
+  for (int i = 0; i < kCols; ++i) {
+    lo[i] = __builtin_inff();
+    hi[i] = -__builtin_inff();
+  }
   for (int c0 = t0; c0 < t1; c0 += kCols) {
     const int w = t1 - c0 < kCols ? t1 - c0 : kCols;
     for (int i = 0; i < w; ++i) mean[i] = 0.0f;
@@ -93,27 +99,65 @@ inline void layernorm_cols_impl(float* x, const float* res, int64_t ld, int H, i
     for (int h = 0; h < H; ++h) {
       float* row = x + h * ld + c0;
       const float g = gamma[h], b = beta[h];
-      for (int i = 0; i < w; ++i) row[i] = (row[i] - mean[i]) * rstd[i] * g + b;
+      for (int i = 0; i < w; ++i) {
+        const float y = (row[i] - mean[i]) * rstd[i] * g + b;
+        row[i] = y;
+        lo[i] = y < lo[i] ? y : lo[i];
+        hi[i] = y > hi[i] ? y : hi[i];
+      }
     }
+  }
+  range[0] = __builtin_inff();
+  range[1] = -__builtin_inff();
+  for (int i = 0; i < kCols; ++i) {
+    range[0] = lo[i] < range[0] ? lo[i] : range[0];
+    range[1] = hi[i] > range[1] ? hi[i] : range[1];
   }
 }
 
 // Exact-erf GELU in place: x * (1/2 + u P(u^2) / Q(u^2)), u = clamp(x, +-c); P has 7 and Q 5
 // coefficients, highest power first (runtime/ops.py derives them from the Eigen/XLA erf).
-inline void gelu_impl(float* v, int64_t n, const float* P, const float* Q, float c) {
-  const float p0 = P[0], p1 = P[1], p2 = P[2], p3 = P[3], p4 = P[4], p5 = P[5], p6 = P[6];
-  const float q0 = Q[0], q1 = Q[1], q2 = Q[2], q3 = Q[3], q4 = Q[4];
-  for (int64_t i = 0; i < n; ++i) {
-    const float u = v[i] < -c ? -c : (v[i] > c ? c : v[i]), z = u * u;
-    const float num = (((((p0 * z + p1) * z + p2) * z + p3) * z + p4) * z + p5) * z + p6;
-    const float den = (((q0 * z + q1) * z + q2) * z + q3) * z + q4;
-    v[i] *= 0.5f + u * num / den;
+// range as in layernorm_cols_impl: the min and max of the outputs, kept per lane so it vectorises.
+inline float gelu_one(float x, const float* P, const float* Q, float c) {
+  const float u = x < -c ? -c : (x > c ? c : x), z = u * u;
+  const float num = (((((P[0] * z + P[1]) * z + P[2]) * z + P[3]) * z + P[4]) * z + P[5]) * z + P[6];
+  const float den = (((Q[0] * z + Q[1]) * z + Q[2]) * z + Q[3]) * z + Q[4];
+  return x * (0.5f + u * num / den);
+}
+
+inline void gelu_impl(float* v, int64_t n, const float* P, const float* Q, float c, float* range) {
+  float lo[kLanes], hi[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    lo[l] = __builtin_inff();
+    hi[l] = -__builtin_inff();
+  }
+  const int64_t full = n / kLanes * kLanes;
+  for (int64_t i = 0; i < full; i += kLanes)
+    for (int l = 0; l < kLanes; ++l) {
+      const float y = gelu_one(v[i + l], P, Q, c);
+      v[i + l] = y;
+      lo[l] = y < lo[l] ? y : lo[l];
+      hi[l] = y > hi[l] ? y : hi[l];
+    }
+  for (int64_t i = full; i < n; ++i) {
+    const float y = gelu_one(v[i], P, Q, c);
+    v[i] = y;
+    lo[0] = y < lo[0] ? y : lo[0];
+    hi[0] = y > hi[0] ? y : hi[0];
+  }
+  range[0] = __builtin_inff();
+  range[1] = -__builtin_inff();
+  for (int l = 0; l < kLanes; ++l) {
+    range[0] = lo[l] < range[0] ? lo[l] : range[0];
+    range[1] = hi[l] > range[1] ? hi[l] : range[1];
   }
 }
 
 void layernorm_cols(float* x, const float* res, int64_t ld, int H, int t0, int t1, const float* gamma,
-                    const float* beta, float eps) {
-  layernorm_cols_impl(x, res, ld, H, t0, t1, gamma, beta, eps);
+                    const float* beta, float eps, float* range) {
+  layernorm_cols_impl(x, res, ld, H, t0, t1, gamma, beta, eps, range);
 }
 void softmax_rows(float* s, int64_t rows, int len, const float* bias) { softmax_rows_impl(s, rows, len, bias); }
-void gelu(float* v, int64_t n, const float* P, const float* Q, float c) { gelu_impl(v, n, P, Q, c); }
+void gelu(float* v, int64_t n, const float* P, const float* Q, float c, float* range) {
+  gelu_impl(v, n, P, Q, c, range);
+}

@@ -68,15 +68,26 @@ static void check_static(std::optional<float> static_scale, int static_zp) {
   if (static_zp < 0 || static_zp > 255) throw std::invalid_argument("static_zp must be in [0, 255]");
 }
 
+using Range = std::optional<std::tuple<float, float>>;
+
 // Quantize feature-major x [K, T] into the tiled layout at `out`: with this tensor's range (dynamic, as
 // ONNX Runtime does) or, when static_scale is given, those fixed parameters. Sets the (scale, zp) used.
+// x_range, when given, is x's exact (min, max) as the op that wrote x reported it (add_layer_norm_,
+// gelu_rational_): the dynamic parameters come from it and the pass over x that finds them is skipped.
 static void quantize_into(const IsaOps* ops, const float* x, int K, int T, std::optional<float> static_scale,
-                          int static_zp, uint8_t* out, float* scale, int* zp) {
+                          int static_zp, const Range& x_range, uint8_t* out, float* scale, int* zp) {
   *scale = static_scale ? *static_scale : 0.0f;
   *zp = static_zp;
-  if (!static_scale) quant_params(ops, x, (int64_t)K * T, scale, zp);
+  if (!static_scale) {
+    if (x_range)
+      range_params(std::get<0>(*x_range), std::get<1>(*x_range), scale, zp);
+    else
+      quant_params(ops, x, (int64_t)K * T, scale, zp);
+  }
   quantize_tiled(ops, x, K, T, *scale, *zp, out);
 }
+
+static nb::tuple range_tuple(const float* range) { return nb::make_tuple(range[0], range[1]); }
 
 NB_MODULE(_kernels, m) {
   m.def("cpu_has", &cpu_has);
@@ -88,8 +99,9 @@ NB_MODULE(_kernels, m) {
   m.def("get_num_threads", &get_num_threads);
   m.def("set_call_threads", &set_call_threads);
   m.def("call_threads", &call_threads);
+  m.def("_set_spin_mode", &set_spin_mode);
 
-  m.def("quantize", [](In2<float> x, int isa, std::optional<float> static_scale, int static_zp) {
+  m.def("quantize", [](In2<float> x, int isa, std::optional<float> static_scale, int static_zp, Range x_range) {
     const IsaOps* ops = select_isa(isa);
     check_static(static_scale, static_zp);
     const int K = (int)x.shape(0), T = (int)x.shape(1);
@@ -98,10 +110,11 @@ NB_MODULE(_kernels, m) {
     int zp;
     {
       nb::gil_scoped_release r;
-      quantize_into(ops, x.data(), K, T, static_scale, static_zp, out.data(), &scale, &zp);
+      quantize_into(ops, x.data(), K, T, static_scale, static_zp, x_range, out.data(), &scale, &zp);
     }
     return nb::make_tuple(out, scale, zp);
-  }, nb::arg("x"), nb::arg("isa"), nb::arg("static_scale").none() = nb::none(), nb::arg("static_zp") = 0);
+  }, nb::arg("x"), nb::arg("isa"), nb::arg("static_scale").none() = nb::none(), nb::arg("static_zp") = 0,
+     nb::arg("x_range").none() = nb::none());
   m.def("tile_u8", [](In2<uint8_t> xq) {
     const int K = (int)xq.shape(0), T = (int)xq.shape(1);
     auto out = new_array<uint8_t>({(size_t)int8_tiled_bytes(K, T)});
@@ -149,7 +162,7 @@ NB_MODULE(_kernels, m) {
              return y;
            })
       .def("forward", [](const Int8Packed& p, In2<float> x, int isa, std::optional<Out2<float>> out,
-                         std::optional<float> static_scale, int static_zp) {
+                         std::optional<float> static_scale, int static_zp, Range x_range) {
         // Quantize + tile + matmul in one call; the tiled buffer is a per-thread scratch reused
         // across calls so steady-state inference does no large allocation. Without static_scale the
         // activation range is this call's (dynamic, as ONNX Runtime); with it, the QAT scale and zero point.
@@ -165,12 +178,12 @@ NB_MODULE(_kernels, m) {
           scratch.resize((size_t)int8_tiled_bytes(p.K, T));
           float scale;
           int zp;
-          quantize_into(ops, x.data(), p.K, T, static_scale, static_zp, scratch.data(), &scale, &zp);
+          quantize_into(ops, x.data(), p.K, T, static_scale, static_zp, x_range, scratch.data(), &scale, &zp);
           int8_matmul(ops, p, scratch.data(), T, scale, zp, nullptr, y);
         }
         return out ? nb::cast(*out) : nb::cast(fresh);
       }, nb::arg("x"), nb::arg("isa"), nb::arg("out").none(), nb::arg("static_scale").none() = nb::none(),
-         nb::arg("static_zp") = 0);
+         nb::arg("static_zp") = 0, nb::arg("x_range").none() = nb::none());
 
   nb::class_<F32Packed>(m, "F32Matrix")
       .def("__init__",
@@ -208,8 +221,12 @@ NB_MODULE(_kernels, m) {
       throw std::invalid_argument("gamma and beta must have H=" + std::to_string(H) + " entries");
     if (res && (res->shape(0) != x.shape(0) || res->shape(1) != x.shape(1)))
       throw std::invalid_argument("residual must have the shape of x");
-    nb::gil_scoped_release r;
-    add_layer_norm(ops, x.data(), res ? res->data() : nullptr, H, T, gamma.data(), beta.data(), eps);
+    float range[2];
+    {
+      nb::gil_scoped_release r;
+      add_layer_norm(ops, x.data(), res ? res->data() : nullptr, H, T, gamma.data(), beta.data(), eps, range);
+    }
+    return range_tuple(range);  // (min, max) of the output: the next Linear's quantization range
   });
   // Softmax of the rows of a [rows, len] array; runs on the calling thread (the runtime calls it
   // from its own per-head workers), with the GIL released.
@@ -228,8 +245,12 @@ NB_MODULE(_kernels, m) {
                              In1<float> q, float clamp, int isa) {
     if (p.shape(0) != 7 || q.shape(0) != 5) throw std::invalid_argument("gelu_rational_ expects 7 + 5 coefficients");
     const IsaOps* ops = select_isa(isa);
-    nb::gil_scoped_release r;
-    gelu(ops, x.data(), (int64_t)x.shape(0), p.data(), q.data(), clamp);
+    float range[2];
+    {
+      nb::gil_scoped_release r;
+      gelu(ops, x.data(), (int64_t)x.shape(0), p.data(), q.data(), clamp, range);
+    }
+    return range_tuple(range);
   });
 
   // ---------------------------------------------------------------- attention

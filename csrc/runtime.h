@@ -73,12 +73,15 @@ void set_call_threads(int n);
 int call_threads();
 // Runs fn(c) for c in [0, n) on the pool (n <= get_num_threads()), chunk 0 on the calling thread.
 void parallel_run(int n, const std::function<void(int)>& fn);
+void set_spin_mode(int mode);  // 0: yield, 1: pause (experimental)
 
 inline int64_t int8_tiled_bytes(int K, int T) { return (int64_t)((T + kTok - 1) / kTok) * ((K + 3) / 4) * 64; }
 inline int64_t f32_tiled_floats(int K, int T) { return (int64_t)((T + kTok - 1) / kTok) * K * kTok; }
 
 // ONNX Runtime's DynamicQuantizeLinear parameters: range widened to include 0, uint8 with zero point.
 void quant_params(const IsaOps* ops, const float* x, int64_t n, float* scale, int* zp);
+// The same parameters from a range already known (the min and max the producing op wrote).
+void range_params(float mn, float mx, float* scale, int* zp);
 // x: feature-major [K, T] contiguous; out: int8_tiled_bytes(K, T).
 void quantize_tiled(const IsaOps* ops, const float* x, int K, int T, float scale, int zp, uint8_t* out);
 // xq: pre-quantized feature-major uint8 [K, T].
@@ -92,9 +95,10 @@ void int8_matmul(const IsaOps* ops, const Int8Packed& w, const uint8_t* xt, int 
 void f32_matmul(const IsaOps* ops, const F32Packed& w, const float* xt, int T, float* out);
 
 // The encoder's elementwise work on the pool (tokens or elements split across threads; small
-// arrays stay on the calling thread). x, res: feature-major [H, T]; res may be null.
+// arrays stay on the calling thread). x, res: feature-major [H, T]; res may be null. Both write the
+// min and max of their outputs to range[0..1] (+inf, -inf when empty).
 void add_layer_norm(const IsaOps* ops, float* x, const float* res, int H, int T, const float* gamma,
-                    const float* beta, float eps);
-void gelu(const IsaOps* ops, float* v, int64_t n, const float* P, const float* Q, float clamp);
+                    const float* beta, float eps, float* range);
+void gelu(const IsaOps* ops, float* v, int64_t n, const float* P, const float* Q, float clamp, float* range);
 
 }  // namespace pruneofa

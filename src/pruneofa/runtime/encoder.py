@@ -42,6 +42,8 @@ class _Run:
     masked: bool
     splitter: Splitter
     scratch: ops.Scratch
+    batch: int
+    tokens: int
 
 
 class Embedding:
@@ -69,6 +71,10 @@ class Encoder:
         cfg = art.config
         n = FAMILIES[family]
         self.names, self.timer, self.splitter = n, timer, splitter
+        # LayerNorm and GELU hand the min and max they wrote to the Linear that reads their output, so its
+        # dynamic quantization skips a pass over the activations; off, every Linear finds its own (the same
+        # values: the two give identical logits, tested).
+        self.pass_ranges = True
         self.hidden, self.heads = int(cfg[n.hidden]), int(cfg[n.heads])
         self.head_dim = self.hidden // self.heads
         self.eps = float(cfg[n.eps]) if n.eps else 1e-12
@@ -231,13 +237,14 @@ class Encoder:
         masked = not bool(mask.all())  # no padding: skip the additive mask entirely
         if masked:
             np.multiply(np.logical_not(mask), _NEG, out=ws["bias"][:, 0, :], casting="unsafe")
-        run = _Run(ws, masked, splitter, self._slot_scratch.setdefault(slot, ops.Scratch()))
+        run = _Run(ws, masked, splitter, self._slot_scratch.setdefault(slot, ops.Scratch()), b, t)
         t0 = self.timer.lap("embeddings", t0)
-        self._ln_(x, self.emb_ln, ws)
+        h_range = self._ln_(x, self.emb_ln, ws)
         if self.emb_proj is not None:
-            self.emb_proj(x, h)
+            self.emb_proj(x, h, h_range)
+            h_range = None  # h is now the projection's output, whose range nothing measured
         for layer in self.layers:
-            self._layer(layer, run, b, t)
+            h_range = self._layer(layer, run, h_range)
         return h
 
     def _position_bias(self, t: int) -> np.ndarray:
@@ -249,29 +256,38 @@ class Encoder:
         return pb
 
     def _ln_(self, x: np.ndarray, gb: tuple[np.ndarray, np.ndarray], ws: dict[str, np.ndarray],
-             residual: np.ndarray | None = None) -> None:
+             residual: np.ndarray | None = None) -> tuple[float, float] | None:
+        """LayerNorm in place; returns the output's (min, max) when the extension computed it and
+        `pass_ranges` is on, else None (then the next Linear finds the range itself)."""
         t0 = time.perf_counter()
-        ops.layer_norm_(x, gb[0], gb[1], self.eps, ws["mean"], ws["var"], residual)
+        out_range = ops.layer_norm_(x, gb[0], gb[1], self.eps, ws["mean"], ws["var"], residual)
         self.timer.lap("layernorm", t0)
+        return out_range if self.pass_ranges else None
 
-    def _layer(self, layer: dict, run: _Run, b: int, t: int) -> None:
+    def _layer(self, layer: dict, run: _Run, h_range: tuple[float, float] | None) -> tuple[float, float] | None:
+        """One encoder layer on run.ws["h"] in place. h_range: h's exact (min, max), or None when unknown;
+        each LayerNorm's and the GELU's output range goes to the Linear that reads it (one pass fewer
+        for its dynamic quantization). Returns the new h's range."""
         ws = run.ws
         h, qkv, ctx, tmp, inter = ws["h"], ws["qkv"], ws["ctx"], ws["tmp"], ws["inter"]
-        layer["qkv"](h, qkv)
+        b, t = run.batch, run.tokens
+        layer["qkv"](h, qkv, h_range)
         self._attention(run, b, t)
         layer["attn_out"](ctx, tmp)
-        self._ln_(h, layer["attn_ln"], ws, residual=tmp)  # h = LayerNorm(h + attention output)
-        layer["ffn_in"](h, inter)
+        h_range = self._ln_(h, layer["attn_ln"], ws, residual=tmp)  # h = LayerNorm(h + attention output)
+        layer["ffn_in"](h, inter, h_range)
         t0 = time.perf_counter()
+        inter_range = None
         if self.act is ops.gelu_ and ops._fused is not None:  # one vectorised call, threaded in the extension
-            self.act(inter, None)
+            written = self.act(inter, None)
+            inter_range = written if self.pass_ranges else None
         else:
             flat, sp = inter.size, run.splitter
             sp.run(lambda lo, hi: self.act(inter, run.scratch if sp.threads == 1 else
                                            self._scratch[lo * sp.threads // flat], lo, hi), flat)
         self.timer.lap("gelu", t0)
-        layer["ffn_out"](inter, tmp)
-        self._ln_(h, layer["ffn_ln"], ws, residual=tmp)
+        layer["ffn_out"](inter, tmp, inter_range)
+        return self._ln_(h, layer["ffn_ln"], ws, residual=tmp)
 
     def _attention(self, run: _Run, b: int, t: int) -> None:
         """ctx = softmax(Q^T K / sqrt(d) + mask) V^T per (sequence, head); the scale is in Q's weights.
@@ -341,9 +357,9 @@ class _Stack:
         self.parts = parts
         self.out_features = sum(p.out_features for p in parts)
 
-    def __call__(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray, out: np.ndarray, x_range: tuple[float, float] | None = None) -> np.ndarray:
         row = 0
         for p in self.parts:
-            p(x, out[row:row + p.out_features])
+            p(x, out[row:row + p.out_features], x_range)
             row += p.out_features
         return out

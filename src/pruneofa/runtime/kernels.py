@@ -138,14 +138,18 @@ def _as_kt(x: np.ndarray, layout: str) -> np.ndarray:
 
 
 def quantize_activations(x: np.ndarray, *, layout: str = "kt", force_isa: Isa | None = None,
-                         scale: float | None = None, zero_point: int = 0) -> QuantizedActivations:
+                         scale: float | None = None, zero_point: int = 0,
+                         x_range: tuple[float, float] | None = None) -> QuantizedActivations:
     """Quantize float32 activations per tensor to uint8 into the tiled layout.
 
     Without `scale`: the ORT dynamic scheme (this tensor's range). With `scale` and `zero_point`: those
     fixed parameters, rounded as PyTorch's fake-quant does (``rint(x * (1 / scale)) + zp``, clipped).
+    `x_range`: x's exact ``(min, max)``, as the op that wrote x returned it (``ops.layer_norm_``,
+    ``ops.gelu_``); the dynamic scheme then takes it instead of a pass over x. A range that is not x's
+    exact one quantizes x wrongly, so pass only what the producing op returned.
     """
     x = _as_kt(x, layout)
-    data, s, zp = _k.quantize(x, _isa_code(force_isa), _static_scale(scale), int(zero_point))
+    data, s, zp = _k.quantize(x, _isa_code(force_isa), _static_scale(scale), int(zero_point), x_range)
     return QuantizedActivations(data, x.shape[0], x.shape[1], s, zp)
 
 
@@ -195,16 +199,17 @@ class PackedLinearInt8:
         return self._m.nblocks
 
     def __call__(self, x: np.ndarray, *, layout: str = "kt", out: np.ndarray | None = None,
-                 scale: float | None = None, zero_point: int = 0) -> np.ndarray:
+                 scale: float | None = None, zero_point: int = 0,
+                 x_range: tuple[float, float] | None = None) -> np.ndarray:
         """float32 activations -> float32 outputs: quantize, tile and multiply in one native call.
 
         Activations are quantized with this call's range (dynamic), or with the fixed `scale` and
-        `zero_point` of a QAT model when given (see :func:`quantize_activations`).
+        `zero_point` of a QAT model when given (see :func:`quantize_activations`, also for `x_range`).
         """
         s = _static_scale(scale)
         if layout == "tk":
-            return self._m.forward(_as_kt(x, layout), self.isa, None, s, int(zero_point)).T
-        return self._m.forward(_as_kt(x, layout), self.isa, out, s, int(zero_point))
+            return self._m.forward(_as_kt(x, layout), self.isa, None, s, int(zero_point), x_range).T
+        return self._m.forward(_as_kt(x, layout), self.isa, out, s, int(zero_point), x_range)
 
     def matmul_quantized(self, qa: QuantizedActivations, *, out: np.ndarray | None = None) -> np.ndarray:
         """Pre-quantized activations -> dequantized float32 ``[N, T]``."""

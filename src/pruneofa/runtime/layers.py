@@ -82,14 +82,15 @@ class SparseLinear:
         if self.mode != "fp32":
             self._packs = {self.kernel_format: self._i8}
 
-    def __call__(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray, out: np.ndarray, x_range: tuple[float, float] | None = None) -> np.ndarray:
+        """`x_range`: x's exact (min, max) from the op that wrote it, so dynamic quantization skips its pass."""
         t0 = time.perf_counter()
         if self.mode == "fp32":
             self._f32(x, out=out)
         elif not self.timer.split_quantize:  # one native call: quantize (dynamic or QAT's), tile, multiply
-            self._i8(x, out=out, **self._qparams)
+            self._i8(x, out=out, x_range=x_range, **self._qparams)
         else:
-            qa = kernels.quantize_activations(x, **self._qparams)
+            qa = kernels.quantize_activations(x, x_range=x_range, **self._qparams)
             t0 = self.timer.lap("quantize", t0)
             self._i8.matmul_quantized(qa, out=out)
         self.timer.lap("sparse_linear", t0)
@@ -105,8 +106,8 @@ class DenseLinear:
         self.out_features, self.in_features = self.w.shape
         self.timer = timer
 
-    def __call__(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
-        t0 = time.perf_counter()
+    def __call__(self, x: np.ndarray, out: np.ndarray, x_range: tuple[float, float] | None = None) -> np.ndarray:
+        t0 = time.perf_counter()  # x_range: the quantized Linears' input range, nothing to do in fp32
         np.matmul(self.w, x, out=out)
         if self.b is not None:
             out += self.b

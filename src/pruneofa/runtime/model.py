@@ -301,7 +301,7 @@ ATTENTION_PRECISIONS = ("auto", "fp32", "int8")
 def _attention_precision(requested: str, activations: list[str]) -> str:
     """'auto': int8 on the VNNI kernels when the Linears' activations are quantized too, else fp32.
 
-    Measured (results/README.md, benchmarks/bench_attention_precision.py): on Zen 4 VNNI the int8 head is
+    Measured (results/README.md, benchmarks/bench_runtime_ab.py --ab attention): on Zen 4 VNNI the int8 head is
     ~1.6x the fp32 one and the BERT-base 90% model's forward 1.00-1.20x (1x4) faster, never slower
     outside the noise; a trained 90% MiniLM polarity artifact kept its dev accuracy (74.62 int8, 74.25
     fp32, 74.50 PyTorch). Elsewhere fp32: the AVX2 path has no int8 attention and the portable one is a

@@ -104,18 +104,19 @@ def _need_contiguous(x: np.ndarray) -> None:
 
 
 def gelu_(x: np.ndarray, scratch: Scratch | None = None, start: int = 0, stop: int | None = None,
-          force_isa: str | None = None) -> None:
+          force_isa: str | None = None) -> tuple[float, float] | None:
     """Exact (erf) GELU in place on the flat range [start, stop) of a C-contiguous array.
 
     One fused pass in the compiled extension when it is there (vectorised for the CPU's ISA and split
     across the kernels' threads); the NumPy chain below computes the same rational function otherwise.
+    The extension returns the ``(min, max)`` of what it wrote (the next Linear's quantization range);
+    the NumPy path returns None.
     """
     _need_contiguous(x)
     flat = x.reshape(-1)
     stop = flat.size if stop is None else stop
     if _fused is not None:
-        _fused.gelu_rational_(flat[start:stop], _GELU_P32, _GELU_Q32, _GELU_CLAMP, _isa(force_isa))
-        return
+        return _fused.gelu_rational_(flat[start:stop], _GELU_P32, _GELU_Q32, _GELU_CLAMP, _isa(force_isa))
     scratch = scratch or Scratch()
     for lo in range(start, stop, _CHUNK):
         v = flat[lo:min(lo + _CHUNK, stop)]
@@ -129,6 +130,7 @@ def gelu_(x: np.ndarray, scratch: Scratch | None = None, start: int = 0, stop: i
         e /= q
         e += np.float32(0.5)
         v *= e
+    return None
 
 
 def gelu_tanh_(x: np.ndarray, scratch: Scratch, start: int = 0, stop: int | None = None) -> None:
@@ -159,15 +161,17 @@ ACTIVATIONS = {"gelu": gelu_, "gelu_new": gelu_tanh_, "gelu_pytorch_tanh": gelu_
 
 
 def layer_norm_(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, mean: np.ndarray,
-                var: np.ndarray, residual: np.ndarray | None = None, force_isa: str | None = None) -> None:
+                var: np.ndarray, residual: np.ndarray | None = None,
+                force_isa: str | None = None) -> tuple[float, float] | None:
     """``x = LayerNorm(x + residual)`` over features (axis 0) of feature-major ``x [H, T]``, in place.
 
     ``gamma``/``beta`` are ``[H, 1]`` float32; ``mean``/``var`` are ``[T]`` scratch (NumPy path only).
     Two passes (mean, then centred variance) as PyTorch does, so no cancellation on large activations.
+    The extension returns the ``(min, max)`` of the result, as :func:`gelu_` does; NumPy returns None.
     """
     if _fused is not None:
-        _fused.add_layer_norm_(x, residual, gamma.reshape(-1), beta.reshape(-1), float(eps), _isa(force_isa))
-        return
+        return _fused.add_layer_norm_(x, residual, gamma.reshape(-1), beta.reshape(-1), float(eps),
+                                      _isa(force_isa))
     if residual is not None:
         x += residual
     inv_h = np.float32(1.0 / x.shape[0])
@@ -182,6 +186,7 @@ def layer_norm_(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, 
     x *= var
     x *= gamma
     x += beta
+    return None
 
 
 def softmax_(s: np.ndarray, rowmax: np.ndarray, bias: np.ndarray | None = None,
