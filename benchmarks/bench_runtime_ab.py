@@ -3,6 +3,7 @@
     python benchmarks/bench_runtime_ab.py --ab attention --out results/bench_attention_precision_vnni.json
     python benchmarks/bench_runtime_ab.py --ab ranges --out results/bench_fused_ranges_vnni.json
 
+--ab spin: the kernels' thread pool waiting with sched_yield (today) or with the CPU's pause hint.
 --ab attention: the same artifact with `attention='fp32'` and `attention='int8'` (both attention matmuls in
 int8). --ab ranges: the encoder's LayerNorms and GELU handing their output's range to the next Linear
 (`pass_ranges`, the default) against every Linear finding its own (logits identical: asserted here).
@@ -46,9 +47,30 @@ def _ranges(passed: bool):
     return load
 
 
+class _Spinning:
+    """A loaded model whose every call first sets how the kernels' thread pool spins (a process-wide knob)."""
+
+    def __init__(self, rt: SparseModel, mode: int) -> None:
+        self.rt, self.mode = rt, mode
+
+    def run(self, *args):
+        from pruneofa.runtime import _kernels
+
+        _kernels._set_spin_mode(self.mode)
+        return self.rt.run(*args)
+
+    def close(self) -> None:
+        self.rt.close()
+
+
+def _spin(mode: int):
+    return lambda path, threads: _Spinning(SparseModel.load(path, threads=threads), mode)
+
+
 # --ab: (variant name, loader) for A then B; the ratio reported is A's time over B's
 VARIANTS = {"attention": (("fp32", _attention("fp32")), ("int8", _attention("int8"))),
-            "ranges": (("measured", _ranges(False)), ("passed", _ranges(True)))}
+            "ranges": (("measured", _ranges(False)), ("passed", _ranges(True))),
+            "spin": (("yield", _spin(0)), ("pause", _spin(1)))}
 
 
 def check_logits(models: dict, rts: dict, variants: tuple[str, str], batches: int, batch: int,
