@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pruneofa.bench.model import SETTLE_S, build_models, machine_info, ort_session, time_per_call
+from pruneofa.bench.model import build_models, interleaved_samples, machine_info, ort_session
 from pruneofa.fsutil import atomic_write_text
 from pruneofa.runtime import kernels
 from pruneofa.runtime.model import SparseModel
@@ -76,15 +76,8 @@ def main() -> int:
                 fns = {"ort_int8": lambda sess=sess, feeds=feeds: sess.run(None, feeds),
                        **{f: (lambda rt=rt, ids=ids, mask=mask, types=types: rt.run(ids, mask, types))
                           for f, rt in rts.items()}}
-                for fn in fns.values():
-                    fn()
-                samples = {e: [] for e in fns}
-                for _ in range(args.rounds):
-                    order = list(fns)
-                    random.shuffle(order)
-                    for e in order:
-                        time.sleep(SETTLE_S)
-                        samples[e].append(time_per_call(fns[e], args.sample_ms / 1000) * 1e3)
+                samples = {e: [v * 1e3 for v in ms] for e, ms in interleaved_samples(fns, args.rounds,
+                                                                                      args.sample_ms).items()}
                 med = {e: statistics.median(v) for e, v in samples.items()}
                 row = {"threads": th, "batch": batch, "seq": 128, "median_ms": med,
                        "spread_ms": {e: [min(v), max(v)] for e, v in samples.items()},

@@ -140,6 +140,21 @@ def time_per_call(fn: Any, sample_s: float) -> float:
             return dt / calls
 
 
+def interleaved_samples(fns: dict[str, Any], rounds: int, sample_ms: float) -> dict[str, list[float]]:
+    """Seconds per call of each engine, `rounds` samples each: one warm-up call each, then every round runs
+    the engines in a shuffled order, pausing SETTLE_S before each sample."""
+    for fn in fns.values():
+        fn()  # warm-up: first-call allocations, ORT arena, kernel packing caches
+    samples: dict[str, list[float]] = {e: [] for e in fns}
+    for _ in range(rounds):
+        order = list(fns)
+        random.shuffle(order)
+        for e in order:
+            time.sleep(SETTLE_S)  # let the previous engine's spinning worker threads park
+            samples[e].append(time_per_call(fns[e], sample_ms / 1000))
+    return samples
+
+
 def bench_config(models: dict[str, Any], runtimes: dict[str, Any], batch: int, seq: int, threads: int,
                  rounds: int, sample_ms: float, tmp: Path, rng: np.random.Generator) -> dict[str, Any]:
     import torch
@@ -181,15 +196,7 @@ def bench_config(models: dict[str, Any], runtimes: dict[str, Any], batch: int, s
         got = rt.run(ids_np, mask_np, types_np).logits
         check[pattern] = {"max_abs_diff": float(np.abs(got - want).max()), "ref_max_abs": float(np.abs(want).max()),
                           "argmax_agree": float((got.argmax(1) == want.argmax(1)).mean())}
-    for fn in fns.values():
-        fn()  # warm-up: first-call allocations, ORT arena, kernel packing caches
-    samples: dict[str, list[float]] = {e: [] for e in ENGINES}
-    for _ in range(rounds):
-        order = list(ENGINES)
-        random.shuffle(order)
-        for e in order:
-            time.sleep(SETTLE_S)  # let the previous engine's spinning worker threads park
-            samples[e].append(time_per_call(fns[e], sample_ms / 1000))
+    samples = interleaved_samples(fns, rounds, sample_ms)
     med = {e: float(np.median(v)) for e, v in samples.items()}
     return {
         "batch": batch, "seq": seq, "threads": threads,
