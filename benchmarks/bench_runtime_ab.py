@@ -3,7 +3,6 @@
     python benchmarks/bench_runtime_ab.py --ab attention --out results/bench_attention_precision_vnni.json
     python benchmarks/bench_runtime_ab.py --ab ranges --out results/bench_fused_ranges_vnni.json
 
---ab spin: the kernels' thread pool waiting with sched_yield (today) or with the CPU's pause hint.
 --ab attention: the same artifact with `attention='fp32'` and `attention='int8'` (both attention matmuls in
 int8). --ab ranges: the encoder's LayerNorms and GELU handing their output's range to the next Linear
 (`pass_ranges`, the default) against every Linear finding its own (logits identical: asserted here).
@@ -23,12 +22,11 @@ import json
 import random
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from pruneofa.bench.model import SETTLE_S, build_models, machine_info, ort_session, time_per_call
+from pruneofa.bench.model import SETTLE_S, build_models, interleaved_samples, machine_info, ort_session
 from pruneofa.fsutil import atomic_write_text
 from pruneofa.runtime.model import SparseModel
 
@@ -47,30 +45,9 @@ def _ranges(passed: bool):
     return load
 
 
-class _Spinning:
-    """A loaded model whose every call first sets how the kernels' thread pool spins (a process-wide knob)."""
-
-    def __init__(self, rt: SparseModel, mode: int) -> None:
-        self.rt, self.mode = rt, mode
-
-    def run(self, *args):
-        from pruneofa.runtime import _kernels
-
-        _kernels._set_spin_mode(self.mode)
-        return self.rt.run(*args)
-
-    def close(self) -> None:
-        self.rt.close()
-
-
-def _spin(mode: int):
-    return lambda path, threads: _Spinning(SparseModel.load(path, threads=threads), mode)
-
-
 # --ab: (variant name, loader) for A then B; the ratio reported is A's time over B's
 VARIANTS = {"attention": (("fp32", _attention("fp32")), ("int8", _attention("int8"))),
-            "ranges": (("measured", _ranges(False)), ("passed", _ranges(True))),
-            "spin": (("yield", _spin(0)), ("pause", _spin(1)))}
+            "ranges": (("measured", _ranges(False)), ("passed", _ranges(True)))}
 
 
 def check_logits(models: dict, rts: dict, variants: tuple[str, str], batches: int, batch: int,
@@ -149,15 +126,8 @@ def main() -> int:
                 fns = {"ort_int8": lambda sess=sess, feeds=feeds: sess.run(None, feeds),
                        **{f"{pat}/{p}": (lambda rt=rt, ids=ids, mask=mask, types=types: rt.run(ids, mask, types))
                           for (pat, p), rt in rts.items()}}
-                for fn in fns.values():
-                    fn()
-                samples = {e: [] for e in fns}
-                for _ in range(args.rounds):
-                    order = list(fns)
-                    random.shuffle(order)
-                    for e in order:
-                        time.sleep(SETTLE_S)
-                        samples[e].append(time_per_call(fns[e], args.sample_ms / 1000) * 1e3)
+                samples = {e: [v * 1e3 for v in ms] for e, ms in interleaved_samples(fns, args.rounds,
+                                                                                      args.sample_ms).items()}
                 med = {e: statistics.median(v) for e, v in samples.items()}
                 row = {"threads": th, "batch": batch, "seq": 128, "median_ms": med,
                        "spread_ms": {e: [min(v), max(v)] for e, v in samples.items()},

@@ -59,6 +59,24 @@ inline void softmax_rows_impl(float* s, int64_t rows, int len, const float* bias
   }
 }
 
+// Per-lane (or per-column) min/max slots that the loops below update elementwise, so they vectorise;
+// reduce_ranges folds n of them into range[0..1].
+inline void empty_lanes(float* lo, float* hi, int n) {
+  for (int i = 0; i < n; ++i) {
+    lo[i] = __builtin_inff();
+    hi[i] = -__builtin_inff();
+  }
+}
+
+inline void reduce_ranges(const float* lo, const float* hi, int n, float* range) {
+  range[0] = __builtin_inff();
+  range[1] = -__builtin_inff();
+  for (int i = 0; i < n; ++i) {
+    range[0] = lo[i] < range[0] ? lo[i] : range[0];
+    range[1] = hi[i] > range[1] ? hi[i] : range[1];
+  }
+}
+
 // x[:, t0:t1] = LayerNorm over features of (x + res) for feature-major x [H, ld]; res may be null.
 // Two passes like PyTorch (mean, then centred variance), in column blocks of kCols tokens so the
 // block's per-token statistics stay in registers/L1 while the rows stream through.
@@ -69,10 +87,7 @@ inline void layernorm_cols_impl(float* x, const float* res, int64_t ld, int H, i
   constexpr int kCols = 64;
   const float inv_h = 1.0f / (float)H;
   float mean[kCols], rstd[kCols], lo[kCols], hi[kCols];
-  for (int i = 0; i < kCols; ++i) {
-    lo[i] = __builtin_inff();
-    hi[i] = -__builtin_inff();
-  }
+  empty_lanes(lo, hi, kCols);
   for (int c0 = t0; c0 < t1; c0 += kCols) {
     const int w = t1 - c0 < kCols ? t1 - c0 : kCols;
     for (int i = 0; i < w; ++i) mean[i] = 0.0f;
@@ -107,12 +122,7 @@ inline void layernorm_cols_impl(float* x, const float* res, int64_t ld, int H, i
       }
     }
   }
-  range[0] = __builtin_inff();
-  range[1] = -__builtin_inff();
-  for (int i = 0; i < kCols; ++i) {
-    range[0] = lo[i] < range[0] ? lo[i] : range[0];
-    range[1] = hi[i] > range[1] ? hi[i] : range[1];
-  }
+  reduce_ranges(lo, hi, kCols, range);
 }
 
 // Exact-erf GELU in place: x * (1/2 + u P(u^2) / Q(u^2)), u = clamp(x, +-c); P has 7 and Q 5
@@ -127,10 +137,7 @@ inline float gelu_one(float x, const float* P, const float* Q, float c) {
 
 inline void gelu_impl(float* v, int64_t n, const float* P, const float* Q, float c, float* range) {
   float lo[kLanes], hi[kLanes];
-  for (int l = 0; l < kLanes; ++l) {
-    lo[l] = __builtin_inff();
-    hi[l] = -__builtin_inff();
-  }
+  empty_lanes(lo, hi, kLanes);
   const int64_t full = n / kLanes * kLanes;
   for (int64_t i = 0; i < full; i += kLanes)
     for (int l = 0; l < kLanes; ++l) {
@@ -145,12 +152,7 @@ inline void gelu_impl(float* v, int64_t n, const float* P, const float* Q, float
     lo[0] = y < lo[0] ? y : lo[0];
     hi[0] = y > hi[0] ? y : hi[0];
   }
-  range[0] = __builtin_inff();
-  range[1] = -__builtin_inff();
-  for (int l = 0; l < kLanes; ++l) {
-    range[0] = lo[l] < range[0] ? lo[l] : range[0];
-    range[1] = hi[l] > range[1] ? hi[l] : range[1];
-  }
+  reduce_ranges(lo, hi, kLanes, range);
 }
 
 void layernorm_cols(float* x, const float* res, int64_t ld, int H, int t0, int t1, const float* gamma,

@@ -99,7 +99,6 @@ NB_MODULE(_kernels, m) {
   m.def("get_num_threads", &get_num_threads);
   m.def("set_call_threads", &set_call_threads);
   m.def("call_threads", &call_threads);
-  m.def("_set_spin_mode", &set_spin_mode);
 
   m.def("quantize", [](In2<float> x, int isa, std::optional<float> static_scale, int static_zp, Range x_range) {
     const IsaOps* ops = select_isa(isa);

@@ -151,19 +151,6 @@ const IsaOps* select_isa(int isa) {
 // whole 768x768 layer. Workers spin briefly after a job (calls come back to back in a model) and
 // then sleep on a condition variable so idle processes do not burn shared cores.
 namespace {
-// How a thread waits for the other side while spinning: 0 = sched_yield (a system call each time),
-// 1 = the CPU's pause hint (stays in user space). Experimental knob, set from Python (_set_spin_mode).
-std::atomic<int> g_spin_mode{0};
-inline void spin_once() {
-#if defined(__x86_64__) || defined(__i386__)
-  if (g_spin_mode.load(std::memory_order_relaxed) == 1) {
-    for (int i = 0; i < 8; ++i) __builtin_ia32_pause();
-    return;
-  }
-#endif
-  std::this_thread::yield();
-}
-
 class Pool {
  public:
   static Pool& get() {
@@ -212,7 +199,7 @@ class Pool {
     }
     cv_.notify_all();
     fn(0);
-    while (pending_.load(std::memory_order_acquire) != 0) spin_once();
+    while (pending_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
   }
 
  private:
@@ -221,7 +208,7 @@ class Pool {
       const auto t0 = std::chrono::steady_clock::now();
       while (gen_.load(std::memory_order_acquire) == seen &&
              std::chrono::steady_clock::now() - t0 < std::chrono::microseconds(200))
-        spin_once();
+        std::this_thread::yield();
       const std::function<void(int)>* job;
       int njob;
       {
@@ -269,8 +256,6 @@ int split_row(const std::vector<int64_t>& row_ptr, int N, int c, int n) {
   return lo;
 }
 }  // namespace
-
-void set_spin_mode(int mode) { g_spin_mode.store(mode); }
 
 void set_num_threads(int n) {
   if (n < 1) throw std::invalid_argument("set_num_threads: n must be >= 1, got " + std::to_string(n));
@@ -376,7 +361,17 @@ void f32_matmul(const IsaOps* ops, const F32Packed& w, const float* xt, int T, f
 }
 
 // ---------------------------------------------------------------- elementwise
-// Each thread's part reports the min and max it wrote; the parts' ranges combine into range[0..1].
+// Each thread's part reports the min and max it wrote into its slot (+inf, -inf until it does); the
+// parts' ranges combine into range[0..1].
+static std::vector<float> empty_ranges(int parts) {
+  std::vector<float> r(2 * (size_t)parts);
+  for (int c = 0; c < parts; ++c) {
+    r[2 * c] = __builtin_inff();
+    r[2 * c + 1] = -__builtin_inff();
+  }
+  return r;
+}
+
 static void combine_ranges(const std::vector<float>& parts, float* range) {
   range[0] = __builtin_inff();
   range[1] = -__builtin_inff();
@@ -391,11 +386,7 @@ void add_layer_norm(const IsaOps* ops, float* x, const float* res, int H, int T,
   // Whole 16-token tiles per thread: each thread's column block starts on a cache line.
   const int tiles = (T + kTok - 1) / kTok;
   const int nt = std::max(1, std::min({call_threads(), tiles, (int)((int64_t)H * T / 131072)}));
-  std::vector<float> parts(2 * (size_t)nt);
-  for (int c = 0; c < nt; ++c) {
-    parts[2 * c] = __builtin_inff();
-    parts[2 * c + 1] = -__builtin_inff();
-  }
+  std::vector<float> parts = empty_ranges(nt);
   pool().run(nt, [&](int c) {
     const int a = std::min(T, tiles * c / nt * kTok), b = std::min(T, tiles * (c + 1) / nt * kTok);
     if (b > a) ops->layernorm(x, res, T, H, a, b, gamma, beta, eps, &parts[2 * c]);
@@ -405,11 +396,7 @@ void add_layer_norm(const IsaOps* ops, float* x, const float* res, int H, int T,
 
 void gelu(const IsaOps* ops, float* v, int64_t n, const float* P, const float* Q, float clamp, float* range) {
   const int nt = std::max(1, std::min<int>(call_threads(), (int)(n / 65536)));
-  std::vector<float> parts(2 * (size_t)nt);
-  for (int c = 0; c < nt; ++c) {
-    parts[2 * c] = __builtin_inff();
-    parts[2 * c + 1] = -__builtin_inff();
-  }
+  std::vector<float> parts = empty_ranges(nt);
   pool().run(nt, [&](int c) {
     const int64_t a = n * c / nt / 16 * 16, b = c + 1 == nt ? n : n * (c + 1) / nt / 16 * 16;
     if (b > a) ops->gelu(v + a, b - a, P, Q, clamp, &parts[2 * c]);

@@ -73,7 +73,6 @@ void set_call_threads(int n);
 int call_threads();
 // Runs fn(c) for c in [0, n) on the pool (n <= get_num_threads()), chunk 0 on the calling thread.
 void parallel_run(int n, const std::function<void(int)>& fn);
-void set_spin_mode(int mode);  // 0: yield, 1: pause (experimental)
 
 inline int64_t int8_tiled_bytes(int K, int T) { return (int64_t)((T + kTok - 1) / kTok) * ((K + 3) / 4) * 64; }
 inline int64_t f32_tiled_floats(int K, int T) { return (int64_t)((T + kTok - 1) / kTok) * K * kTok; }
