@@ -750,6 +750,11 @@ def _limit_lines() -> list[str]:
                           + (" (against its re-run from the same re-run teachers)" if reference != ofa else ""))
     if recipe:
         lines.append(f"- **Recipe**: Prune OFA {'; '.join(recipe)}.")
+    high = _values([f"rq2-lr-ofa-s{s}" for s in SEEDS], "transfer_accuracy")
+    if high:
+        lines.append(f"- **Transfer learning rate**: the same transfer at peak {HIGH_TRANSFER_LR:g} (3x the recipe's) "
+                     f"reaches {_stat(high)}, {_paired_delta('rq2-lr-ofa-s{}', ofa)}; the rivals gain too (see "
+                     "\"RQ2 at 3x the transfer learning rate\").")
     oneshot = _values([f"rq2-oneshot-s{s}" for s in SEEDS], "transfer_accuracy")
     if oneshot:
         task = f"rq2-taskgmp{TASK_STEPS[0]}-s{{}}"
