@@ -19,8 +19,6 @@ machine.
 from __future__ import annotations
 
 import argparse
-import importlib.machinery
-import importlib.util
 import json
 import subprocess
 import sys
@@ -30,20 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-EXT = "pruneofa.runtime._kernels"
-
-
-def _load_ext(path: str) -> None:
-    """Load the extension at `path` under the package's own name, before the runtime imports it."""
-    loader = importlib.machinery.ExtensionFileLoader(EXT, path)
-    spec = importlib.util.spec_from_file_location(EXT, path, loader=loader)
-    mod = importlib.util.module_from_spec(spec)
-    loader.exec_module(mod)
-    sys.modules[EXT] = mod
+from pruneofa.bench.extension import load_extension
 
 
 def child(so: str, artifact: str, threads: int, batch: int, calls: int) -> dict:
-    _load_ext(so)
+    load_extension(so)
     from pruneofa.runtime.model import SparseModel
 
     rt = SparseModel.load(artifact, threads=threads)

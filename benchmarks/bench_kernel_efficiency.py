@@ -22,8 +22,6 @@ script does not guess it. `--gathered` adds the unstructured weights in the gath
 from __future__ import annotations
 
 import argparse
-import importlib.machinery
-import importlib.util
 import json
 import subprocess
 import sys
@@ -32,24 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pruneofa.bench.extension import load_extension
+
 SHAPES = [(2304, 768), (768, 768), (3072, 768), (768, 3072)]  # N x K
 ISA_CODES = {"auto": 0, "avx2": 2, "vnni": 3}  # the extension's codes (kernels._ISA_CODES)
 PATTERNS = ("block1x4", "unstructured")
-
-
-def _load_ext(path: str | None):
-    """The extension module: this build's, or the one at `path` loaded under the same name."""
-    if path:
-        name = "pruneofa.runtime._kernels"
-        loader = importlib.machinery.ExtensionFileLoader(name, path)
-        spec = importlib.util.spec_from_file_location(name, path, loader=loader)
-        mod = importlib.util.module_from_spec(spec)
-        loader.exec_module(mod)
-        sys.modules[name] = mod
-        return mod
-    from pruneofa.runtime import _kernels
-
-    return _kernels
 
 
 def _weights(rng: np.random.Generator, n: int, k: int, pattern: str) -> np.ndarray:
@@ -79,7 +64,7 @@ def _per_call(fn, sample_s: float) -> float:
 
 def worker(ext_path: str | None, isa: int, tokens: list[int], threads: int, sample_s: float,
            patterns: tuple[str, ...] = PATTERNS) -> list[dict]:
-    k = _load_ext(ext_path)
+    k = load_extension(ext_path)
     k.set_num_threads(threads)
     rng = np.random.default_rng(0)
     rows = []
