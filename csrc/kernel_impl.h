@@ -49,15 +49,10 @@ PRUNEOFA_INLINE void prefetch_line(const void* p) {
 }
 
 PRUNEOFA_INLINE void prefetch_lines(const void* begin, const void* end) {
-#if defined(__GNUC__) || defined(__clang__)
   if (kPrefetchBytes <= 0) return;
   const uintptr_t lo = ((uintptr_t)begin + kPrefetchBytes) & ~(uintptr_t)63;
   const uintptr_t hi = (uintptr_t)end + kPrefetchBytes;
-  for (uintptr_t p = lo; p < hi; p += 64) __builtin_prefetch((const void*)p, 0, 3);
-#else
-  (void)begin;
-  (void)end;
-#endif
+  for (uintptr_t p = lo; p < hi; p += 64) prefetch_line((const void*)p);
 }
 
 // Writes the R accumulators of row n, token tiles tile0.., as raw int32 or dequantized float.
