@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "benchmarks" / "study" / "polarity.yaml"
 RUNS = ROOT / "runs" / "study"
@@ -72,6 +74,7 @@ PRETRAIN_ABLATIONS = [  # the best objective with one ingredient of the paper's 
 # RQ2 again at 3x the recipe's transfer peak LR (1e-4), for every method alike: the locked sparse transfer
 # learns slowly (dev 60.5 / 70.9 / 72.1 at steps 100 / 200 / 300 against dense's 74.6 / 82.0 / 81.3)
 HIGH_TRANSFER_LR = 3.0e-4
+HIGH_LR_OVERRIDE = f"transfer.lr.peak={HIGH_TRANSFER_LR}"
 BUDGETS = (180, 600, 1800)  # sparse pre-training steps at 16 x 128 tokens; 180 is the quickstart's
 
 PAPER_BERT_BASE = {
@@ -206,12 +209,7 @@ def study() -> list[Cell]:
     cells.append(Cell("oneshot", "rq2", "one-shot magnitude pruning of the dense teacher to 90%", None,
                       lambda: ["prune", str(_teacher_dir()), "--sparsity", "0.9", "--out",
                                str(RUNS / "oneshot" / "pruned")], needs=["teacher"]))
-    for seed in SEEDS:
-        cells.append(Cell(f"rq2-oneshot-s{seed}", "rq2", "one-shot 90% + the same locked transfer with KD", seed,
-                          lambda seed=seed: _run(["transfer"], RUNS / f"rq2-oneshot-s{seed}",
-                                                 [f"seed={seed}", f"transfer.init={RUNS / 'oneshot' / 'pruned'}",
-                                                  f"transfer.teacher={_dense_dir(seed)}"]),
-                          needs=["oneshot", f"dense-s{seed}"]))
+    cells += [_oneshot_cell(seed) for seed in SEEDS]
     for seed in SEEDS:  # task-specific pruning at equal per-task budget: the comparison the method must win
         cells.append(_task_pruning_cell(TASK_STEPS[0], seed))
     for seed in SEEDS:  # seed-major: every objective gets its first seed before any gets its second
@@ -327,6 +325,15 @@ def _pretrain_cell(name: str, part: str, label: str, seed: int, overrides: list[
                 needs=["teacher"], after=objectives)
 
 
+def _oneshot_cell(seed: int, high_lr: bool = False) -> Cell:
+    """The one-shot 90% model (cell "oneshot") through the same locked transfer with KD as Prune OFA."""
+    overrides = [f"seed={seed}", f"transfer.init={RUNS / 'oneshot' / 'pruned'}", f"transfer.teacher={_dense_dir(seed)}",
+                 *([HIGH_LR_OVERRIDE] if high_lr else [])]
+    name = f"rq2-{'lr-' if high_lr else ''}oneshot-s{seed}"
+    return Cell(name, "rq2-lr" if high_lr else "rq2", "one-shot 90% + the same locked transfer with KD", seed,
+                lambda: _run(["transfer"], RUNS / name, overrides), needs=["oneshot", f"dense-s{seed}"])
+
+
 def _task_pruning_cell(steps: int, seed: int, high_lr: bool = False) -> Cell:
     """GMP + LRR + KD from the dense task teacher during the fine-tuning, from the dense model to 90%."""
     end = steps * 2 // 3
@@ -336,7 +343,7 @@ def _task_pruning_cell(steps: int, seed: int, high_lr: bool = False) -> Cell:
                  "transfer.lr.rewind=true", f"transfer.eval_every={steps // 3}",
                  f"transfer.checkpoint_every={max(100, steps // 6)}"]
     if high_lr:
-        overrides.append(f"transfer.lr.peak={HIGH_TRANSFER_LR}")
+        overrides.append(HIGH_LR_OVERRIDE)
     name = f"rq2-{'lr-' if high_lr else ''}taskgmp{steps}-s{seed}"
     return Cell(name, "rq2-lr" if high_lr else "rq2", f"task-specific GMP + LRR + KD, {steps} steps", seed,
                 lambda: _run(["transfer"], RUNS / name, overrides), needs=["teacher", f"dense-s{seed}"])
@@ -345,21 +352,15 @@ def _task_pruning_cell(steps: int, seed: int, high_lr: bool = False) -> Cell:
 def high_lr_cells(objectives: list[str]) -> list[Cell]:
     """RQ2's equal-budget comparison again at HIGH_TRANSFER_LR: Prune OFA, one-shot and task-specific GMP, each
     with only the transfer's peak LR changed; seed-major, so every method gets a first seed early."""
-    cells, lr = [], f"transfer.lr.peak={HIGH_TRANSFER_LR}"
-    pruned = RUNS / "oneshot" / "pruned"
+    cells = []
     for seed in SEEDS:
         name = f"rq2-lr-ofa-s{seed}"
         cells.append(Cell(name, "rq2-lr", "90% Prune OFA, locked transfer + KD", seed,
                           lambda name=name, seed=seed: _run(
                               ["transfer"], RUNS / name, [f"seed={seed}", f"transfer.init={_best_pretrain(seed)}",
-                                                          f"transfer.teacher={_dense_dir(seed)}", lr]),
+                                                          f"transfer.teacher={_dense_dir(seed)}", HIGH_LR_OVERRIDE]),
                           needs=[f"dense-s{seed}"], after=objectives, needs_best=True))
-        name = f"rq2-lr-oneshot-s{seed}"
-        cells.append(Cell(name, "rq2-lr", "one-shot 90% + the same locked transfer + KD", seed,
-                          lambda name=name, seed=seed: _run(
-                              ["transfer"], RUNS / name, [f"seed={seed}", f"transfer.init={pruned}",
-                                                          f"transfer.teacher={_dense_dir(seed)}", lr]),
-                          needs=["oneshot", f"dense-s{seed}"]))
+        cells.append(_oneshot_cell(seed, high_lr=True))
         cells.append(_task_pruning_cell(TASK_STEPS[0], seed, high_lr=True))
     return cells
 
@@ -664,14 +665,21 @@ def _goal_lines(dense: list[str]) -> list[str]:
     mean = statistics.mean(ofa)
     two_se = 2 * standard_error(mean)
     lines += [f"Prune OFA ({best}{'' if final else ', the best objective so far'}): {_stat(ofa)}. "
-              f"Two standard errors of the dev accuracy at that level: {two_se:.2f} points.", "",
-              "| criterion | other side | Prune OFA's margin | met? |", "|---|---:|---:|---|"]
+              f"Two standard errors of the dev accuracy at that level: {two_se:.2f} points.", ""]
     rivals = [("beats task-specific GMP + LRR + KD (300 steps) by > 2 SE", [f"rq2-taskgmp300-s{s}" for s in SEEDS],
                "transfer_accuracy", two_se),
               ("beats one-shot 90% + masked fine-tuning by > 2 SE", [f"rq2-oneshot-s{s}" for s in SEEDS],
                "transfer_accuracy", two_se),
               ("within 3 points of dense", dense, "finetune_accuracy", -3.0),
               ("moonshot: within 1 point of dense", dense, "finetune_accuracy", -1.0)]
+    return [*lines, *_criteria_table(ofa, rivals, final), ""]
+
+
+def _criteria_table(ofa: list[float], rivals: list[tuple[str, list[str], str, float]], final: bool = True) -> list[str]:
+    """One row per (criterion, rival cells, their metric, margin needed): Prune OFA's mean minus the rival's,
+    and whether it clears the margin; provisional while a seed or the objective choice is missing."""
+    mean = statistics.mean(ofa)
+    lines = ["| criterion | other side | Prune OFA's margin | met? |", "|---|---:|---:|---|"]
     for criterion, names, key, needed in rivals:
         other = _values(names, key)
         if not other:
@@ -682,7 +690,7 @@ def _goal_lines(dense: list[str]) -> list[str]:
         if len(ofa) < len(SEEDS) or len(other) < len(SEEDS) or not final:
             verdict += " (provisional)"
         lines.append(f"| {criterion} | {_stat(other)} | {margin:+.2f} | {verdict} |")
-    return [*lines, ""]
+    return lines
 
 
 def _paired_delta(cells: str, reference: str, key: str = "transfer_accuracy") -> str:
@@ -752,7 +760,8 @@ def _limit_lines() -> list[str]:
         lines.append(f"- **Recipe**: Prune OFA {'; '.join(recipe)}.")
     high = _values([f"rq2-lr-ofa-s{s}" for s in SEEDS], "transfer_accuracy")
     if high:
-        lines.append(f"- **Transfer learning rate**: the same transfer at peak {HIGH_TRANSFER_LR:g} (3x the recipe's) "
+        lines.append(f"- **Transfer learning rate**: the same transfer at peak {HIGH_TRANSFER_LR:g} "
+                     f"({HIGH_TRANSFER_LR / _recipe_transfer_lr():g}x the recipe's) "
                      f"reaches {_stat(high)}, {_paired_delta('rq2-lr-ofa-s{}', ofa)}; the rivals gain too (see "
                      "\"RQ2 at 3x the transfer learning rate\").")
     oneshot = _values([f"rq2-oneshot-s{s}" for s in SEEDS], "transfer_accuracy")
@@ -766,12 +775,13 @@ def _limit_lines() -> list[str]:
 
 def _high_lr_lines(best: str | None, dense: list[str]) -> list[str]:
     """RQ2 at HIGH_TRANSFER_LR beside the recipe's LR, and the goal's two margins judged at the higher LR."""
-    recipe_lr = 1.0e-4
+    recipe_lr = _recipe_transfer_lr()
     rows = [("90% Prune OFA, locked transfer + KD", f"rq1-{best}-s{{}}" if best else None, "rq2-lr-ofa-s{}"),
             ("one-shot 90% + the same locked transfer + KD", "rq2-oneshot-s{}", "rq2-lr-oneshot-s{}"),
             (f"task-specific GMP + LRR + KD to 90%, {TASK_STEPS[0]} steps", f"rq2-taskgmp{TASK_STEPS[0]}-s{{}}",
              f"rq2-lr-taskgmp{TASK_STEPS[0]}-s{{}}")]
-    lines = ["", f"## RQ2 at 3x the transfer learning rate (peak {HIGH_TRANSFER_LR:g} instead of {recipe_lr:g}, "
+    lines = ["", f"## RQ2 at {HIGH_TRANSFER_LR / recipe_lr:g}x the transfer learning rate (peak {HIGH_TRANSFER_LR:g} "
+             f"instead of {recipe_lr:g}, "
              "all else equal; 300 steps, batch 32)", "",
              f"| model | peak LR {recipe_lr:g} | peak LR {HIGH_TRANSFER_LR:g} | difference, seed by seed |",
              "|---|---:|---:|---:|",
@@ -784,25 +794,20 @@ def _high_lr_lines(best: str | None, dense: list[str]) -> list[str]:
         lines.append(f"| {label} | {_stat(low_values)} | {_stat(high_values)} | {delta} |")
     ofa = _values([f"rq2-lr-ofa-s{s}" for s in SEEDS], "transfer_accuracy")
     if ofa:
-        mean = statistics.mean(ofa)
-        two_se = 2 * standard_error(mean)
-        lines += ["", f"The goal at the higher LR (two standard errors at {mean:.2f}: {two_se:.2f} points):", ""]
-        for what, names, key, needed in (
-                ("beats task-specific GMP (same LR) by > 2 SE", [f"rq2-lr-taskgmp{TASK_STEPS[0]}-s{s}" for s in SEEDS],
-                 "transfer_accuracy", two_se),
-                ("beats one-shot (same LR) by > 2 SE", [f"rq2-lr-oneshot-s{s}" for s in SEEDS], "transfer_accuracy",
-                 two_se),
-                ("within 3 points of dense", dense, "finetune_accuracy", -3.0)):
-            other = _values(names, key)
-            if not other:
-                lines.append(f"- {what}: pending.")
-                continue
-            margin = mean - statistics.mean(other)
-            partial = " (provisional: not every seed has finished)" if len(ofa) < len(SEEDS) or \
-                len(other) < len(SEEDS) else ""
-            lines.append(f"- {what}: {_stat(other)}, margin {margin:+.2f}: {'yes' if margin > needed else 'no'}"
-                         f"{partial}.")
+        two_se = 2 * standard_error(statistics.mean(ofa))
+        rivals = [("beats task-specific GMP (same LR) by > 2 SE",
+                   [f"rq2-lr-taskgmp{TASK_STEPS[0]}-s{s}" for s in SEEDS], "transfer_accuracy", two_se),
+                  ("beats one-shot (same LR) by > 2 SE", [f"rq2-lr-oneshot-s{s}" for s in SEEDS],
+                   "transfer_accuracy", two_se),
+                  ("within 3 points of dense", dense, "finetune_accuracy", -3.0)]
+        lines += ["", f"The goal at the higher LR (two standard errors at {statistics.mean(ofa):.2f}: {two_se:.2f} "
+                  "points):", "", *_criteria_table(ofa, rivals)]
     return lines
+
+
+def _recipe_transfer_lr() -> float:
+    """The study recipe's transfer peak LR, the one every cell but rq2-lr's runs at."""
+    return float(yaml.safe_load(RECIPE.read_text())["transfer"]["lr"]["peak"])
 
 
 def _later_tables(best: str | None, dense: list[str]) -> list[str]:
