@@ -238,6 +238,7 @@ def study() -> list[Cell]:
             cell.after += objectives
             cells.append(cell)
     cells += high_lr_cells(objectives)
+    cells += high_lr_task_cells(objectives)  # after the rq1-tasks cells they need, which later_parts lists
     # where task-specific pruning catches up, at 4x and 16x the per-task steps. It already leads at 1x, so
     # these say by how much more, not whether: 4x runs next, 16x (3 h a seed) after every other part
     cells += [_task_pruning_cell(TASK_STEPS[1], seed) for seed in SEEDS]
@@ -276,20 +277,7 @@ def later_parts(objectives: list[str]) -> list[Cell]:
                                   [f"finetune.init={_teacher_dir()}", f"seed={seed}",
                                    *_task_overrides("finetune", task)]),
                               needs=["teacher"]))
-        for task in TASKS:
-            dense = f"dense-s{seed}" if task == "polarity" else f"dense-{task}-s{seed}"
-            for sparsity in (85, 90):
-                name = f"rq1tasks-{task}-{sparsity}-s{seed}"
-                pretrained = (lambda seed=seed: RUNS / f"rq1tasks-pt85-s{seed}" / "pretrain") if sparsity == 85 \
-                    else (lambda seed=seed: _best_pretrain(seed))
-                cells.append(Cell(name, "rq1-tasks", f"{sparsity}% Prune OFA, locked transfer + KD, {task}", seed,
-                                  lambda name=name, seed=seed, task=task, pretrained=pretrained, dense=dense: _run(
-                                      ["transfer"], RUNS / name,
-                                      [f"seed={seed}", f"transfer.init={pretrained()}",
-                                       f"transfer.teacher={RUNS / dense / 'finetune'}",
-                                       *_task_overrides("transfer", task)]),
-                                  needs=[dense, *([f"rq1tasks-pt85-s{seed}"] if sparsity == 85 else [])],
-                                  after=objectives, needs_best=sparsity == 90))
+        cells += [_task_transfer_cell(task, sparsity, seed, objectives) for task in TASKS for sparsity in (85, 90)]
     for seed in SEEDS:
         name = f"rq3-unlocked-s{seed}"
         cells.append(Cell(name, "rq3", "90% Prune OFA, transfer with the pattern lock off", seed,
@@ -316,6 +304,31 @@ def later_parts(objectives: list[str]) -> list[Cell]:
             cell.after += objectives
             cells.append(cell)
     return cells
+
+
+def _task_transfer_cell(task: str, sparsity: int, seed: int, objectives: list[str], high_lr: bool = False) -> Cell:
+    """RQ1 on every task: the 85% or 90% Prune OFA model through locked transfer + KD from the task's dense
+    teacher, at the recipe's transfer LR or at HIGH_TRANSFER_LR (part rq1-tasks-lr)."""
+    dense = f"dense-s{seed}" if task == "polarity" else f"dense-{task}-s{seed}"
+    name = f"rq1tasks-{'lr-' if high_lr else ''}{task}-{sparsity}-s{seed}"
+
+    def argv() -> list[str]:
+        pretrained = RUNS / f"rq1tasks-pt85-s{seed}" / "pretrain" if sparsity == 85 else _best_pretrain(seed)
+        return _run(["transfer"], RUNS / name,
+                    [f"seed={seed}", f"transfer.init={pretrained}", f"transfer.teacher={RUNS / dense / 'finetune'}",
+                     *_task_overrides("transfer", task), *([HIGH_LR_OVERRIDE] if high_lr else [])])
+
+    return Cell(name, "rq1-tasks-lr" if high_lr else "rq1-tasks",
+                f"{sparsity}% Prune OFA, locked transfer + KD, {task}", seed, argv,
+                needs=[dense, *([f"rq1tasks-pt85-s{seed}"] if sparsity == 85 else [])],
+                after=objectives, needs_best=sparsity == 90)
+
+
+def high_lr_task_cells(objectives: list[str]) -> list[Cell]:
+    """RQ1 on every task again at HIGH_TRANSFER_LR, the 90% cells first (polarity's 90% cell is rq2-lr-ofa)."""
+    cells = [_task_transfer_cell(task, 90, seed, objectives, high_lr=True)
+             for seed in SEEDS for task in TASKS if task != "polarity"]
+    return cells + [_task_transfer_cell(task, 85, seed, objectives, high_lr=True) for task in TASKS for seed in SEEDS]
 
 
 def _pretrain_cell(name: str, part: str, label: str, seed: int, overrides: list[str], objectives: list[str]) -> Cell:
@@ -805,6 +818,23 @@ def _high_lr_lines(best: str | None, dense: list[str]) -> list[str]:
     return lines
 
 
+def _high_lr_task_lines(dense: list[str]) -> list[str]:
+    """Part rq1-tasks-lr: the RQ1-on-every-task table again at HIGH_TRANSFER_LR (dense stays at its own LR)."""
+    lines = ["", f"## RQ1 on every task at the transfer peak LR {HIGH_TRANSFER_LR:g} (instead of "
+             f"{_recipe_transfer_lr():g}; the dense baselines stay at the recipe's 5e-5)", "",
+             "| task | dense | 85% Prune OFA | 90% Prune OFA | 90%, change from the recipe's LR, seed by seed |",
+             "|---|---:|---:|---:|---:|"]
+    for task in TASKS:
+        dense_names = dense if task == "polarity" else [f"dense-{task}-s{s}" for s in SEEDS]
+        high90 = "rq2-lr-ofa-s{}" if task == "polarity" else f"rq1tasks-lr-{task}-90-s{{}}"
+        row = [_stat(_values(dense_names, "finetune_accuracy")),
+               _stat(_values([f"rq1tasks-lr-{task}-85-s{s}" for s in SEEDS], "transfer_accuracy")),
+               _stat(_values([high90.format(s) for s in SEEDS], "transfer_accuracy")),
+               _paired_delta(high90, f"rq1tasks-{task}-90-s{{}}")]
+        lines.append(f"| {task} | {' | '.join(row)} |")
+    return lines
+
+
 def _recipe_transfer_lr() -> float:
     """The study recipe's transfer peak LR, the one every cell but rq2-lr's runs at."""
     return float(yaml.safe_load(RECIPE.read_text())["transfer"]["lr"]["peak"])
@@ -819,6 +849,7 @@ def _later_tables(best: str | None, dense: list[str]) -> list[str]:
         row = [_stat(_values(dense_names, "finetune_accuracy"))]
         row += [_stat(_values([f"rq1tasks-{task}-{sp}-s{s}" for s in SEEDS], "transfer_accuracy")) for sp in (85, 90)]
         lines.append(f"| {task} | {' | '.join(row)} |")
+    lines += _high_lr_task_lines(dense)
     unlocked = [f"rq3-unlocked-s{s}" for s in SEEDS]
     lines += ["", "## RQ3: the pattern lock in transfer (90%, polarity)", "",
               "| transfer | dev accuracy | encoder weights that are zero at the end |", "|---|---:|---:|",
