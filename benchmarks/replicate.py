@@ -239,6 +239,7 @@ def study() -> list[Cell]:
             cells.append(cell)
     cells += high_lr_cells(objectives)
     cells += high_lr_task_cells(objectives)  # after the rq1-tasks cells they need, which later_parts lists
+    cells += [_high_lr_budget_cell(seed) for seed in SEEDS]
     # where task-specific pruning catches up, at 4x and 16x the per-task steps. It already leads at 1x, so
     # these say by how much more, not whether: 4x runs next, 16x (3 h a seed) after every other part
     cells += [_task_pruning_cell(TASK_STEPS[1], seed) for seed in SEEDS]
@@ -329,6 +330,18 @@ def high_lr_task_cells(objectives: list[str]) -> list[Cell]:
     cells = [_task_transfer_cell(task, 90, seed, objectives, high_lr=True)
              for seed in SEEDS for task in TASKS if task != "polarity"]
     return cells + [_task_transfer_cell(task, 85, seed, objectives, high_lr=True) for task in TASKS for seed in SEEDS]
+
+
+def _high_lr_budget_cell(seed: int) -> Cell:
+    """Part rq1-budget-lr: the largest pre-training budget's model through the transfer at HIGH_TRANSFER_LR,
+    to see whether the budget curve (flat at the recipe's LR) steepens once the transfer is not LR-bound."""
+    steps = BUDGETS[-1]
+    pretrained, name = f"rq1-budget{steps}-s{seed}", f"rq1-lr-budget{steps}-s{seed}"
+    return Cell(name, "rq1-budget-lr", f"{steps} pre-training steps, transfer at peak LR {HIGH_TRANSFER_LR:g}", seed,
+                lambda: _run(["transfer"], RUNS / name,
+                             [f"seed={seed}", f"transfer.init={RUNS / pretrained / 'pretrain'}",
+                              f"transfer.teacher={_dense_dir(seed)}", HIGH_LR_OVERRIDE]),
+                needs=[pretrained, f"dense-s{seed}"])
 
 
 def _pretrain_cell(name: str, part: str, label: str, seed: int, overrides: list[str], objectives: list[str]) -> Cell:
@@ -792,7 +805,9 @@ def _high_lr_lines(best: str | None, dense: list[str]) -> list[str]:
     rows = [("90% Prune OFA, locked transfer + KD", f"rq1-{best}-s{{}}" if best else None, "rq2-lr-ofa-s{}"),
             ("one-shot 90% + the same locked transfer + KD", "rq2-oneshot-s{}", "rq2-lr-oneshot-s{}"),
             (f"task-specific GMP + LRR + KD to 90%, {TASK_STEPS[0]} steps", f"rq2-taskgmp{TASK_STEPS[0]}-s{{}}",
-             f"rq2-lr-taskgmp{TASK_STEPS[0]}-s{{}}")]
+             f"rq2-lr-taskgmp{TASK_STEPS[0]}-s{{}}"),
+            (f"90% Prune OFA, {BUDGETS[-1]} pre-training steps ({BUDGETS[-1] // BUDGETS[0]}x)",
+             f"rq1-budget{BUDGETS[-1]}-s{{}}", f"rq1-lr-budget{BUDGETS[-1]}-s{{}}")]
     lines = ["", f"## RQ2 at {HIGH_TRANSFER_LR / recipe_lr:g}x the transfer learning rate (peak {HIGH_TRANSFER_LR:g} "
              f"instead of {recipe_lr:g}, "
              "all else equal; 300 steps, batch 32)", "",
@@ -800,11 +815,19 @@ def _high_lr_lines(best: str | None, dense: list[str]) -> list[str]:
              "|---|---:|---:|---:|",
              f"| dense baseline (fine-tuned at the recipe's 5e-5) | {_stat(_values(dense, 'finetune_accuracy'))} "
              "| - | - |"]
+    rerun_note = False
     for label, low, high in rows:
         low_values = _values([low.format(s) for s in SEEDS], "transfer_accuracy") if low else []
         high_values = _values([high.format(s) for s in SEEDS], "transfer_accuracy")
-        delta = _paired_delta(high, low) if low and high_values else "-"
-        lines.append(f"| {label} | {_stat(low_values)} | {_stat(high_values)} | {delta} |")
+        reference = _same_models_reference(high, low) if low else low
+        delta = _paired_delta(high, reference) if low and high_values else "-"
+        mark = " (a)" if reference != low and high_values else ""
+        lines.append(f"| {label} | {_stat(low_values)} | {_stat(high_values)} | {delta}{mark} |")
+        rerun_note = rerun_note or bool(mark)
+    if rerun_note:
+        lines += ["", "(a) against the re-run of the recipe-LR cell: the higher-LR transfer started from the "
+                  "re-run's pre-trained models (see Re-runs), so the difference is between two transfers of the same "
+                  "models."]
     ofa = _values([f"rq2-lr-ofa-s{s}" for s in SEEDS], "transfer_accuracy")
     if ofa:
         two_se = 2 * standard_error(statistics.mean(ofa))
