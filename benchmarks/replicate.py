@@ -786,10 +786,18 @@ def _limit_lines() -> list[str]:
         lines.append(f"- **Recipe**: Prune OFA {'; '.join(recipe)}.")
     high = _values([f"rq2-lr-ofa-s{s}" for s in SEEDS], "transfer_accuracy")
     if high:
+        reference = _same_models_reference("rq2-lr-ofa-s{}", ofa)
         lines.append(f"- **Transfer learning rate**: the same transfer at peak {HIGH_TRANSFER_LR:g} "
                      f"({HIGH_TRANSFER_LR / _recipe_transfer_lr():g}x the recipe's) "
-                     f"reaches {_stat(high)}, {_paired_delta('rq2-lr-ofa-s{}', ofa)}; the rivals gain too (see "
-                     "\"RQ2 at 3x the transfer learning rate\").")
+                     f"reaches {_stat(high)}, {_paired_delta('rq2-lr-ofa-s{}', reference)}"
+                     f"{' (against the transfer of the same re-run models)' if reference != ofa else ''}; the rivals "
+                     "gain too (see \"RQ2 at 3x the transfer learning rate\").")
+    budget = f"rq1-lr-budget{BUDGETS[-1]}-s{{}}"
+    longer = _values([budget.format(s) for s in SEEDS], "transfer_accuracy")
+    if high and longer:
+        lines.append(f"- **Budget at the higher LR**: {BUDGETS[-1]} pre-training steps, transferred at peak "
+                     f"{HIGH_TRANSFER_LR:g}: {_stat(longer)}, {_paired_delta(budget, 'rq2-lr-ofa-s{}')} against "
+                     f"{BUDGETS[0]} steps at the same LR.")
     oneshot = _values([f"rq2-oneshot-s{s}" for s in SEEDS], "transfer_accuracy")
     if oneshot:
         task = f"rq2-taskgmp{TASK_STEPS[0]}-s{{}}"

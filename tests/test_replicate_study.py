@@ -246,3 +246,32 @@ def test_the_lock_ablation_reports_the_weights_sparsity_not_the_masks(replicate)
         _finish(replicate, f"rq1-masked-kd-bf16-s{seed}", transfer_accuracy=73.0, transfer_sparsity=0.9)
     report = replicate.render()
     assert "| lock off | 77.00 ± 0.00 (n=2) | 0.00 ± 0.00 (n=2) |" in report
+
+
+def test_the_higher_lr_parts_change_only_the_transfer_lr_and_read_the_same_models(replicate):
+    for key in replicate.OBJECTIVES:
+        for seed in replicate.SEEDS:
+            _finish(replicate, f"rq1-{key}-s{seed}", transfer_accuracy=73.0, student_mlm_accuracy=0.1,
+                    pretrain_seconds=180.0, pretrain_steps=180)
+    cells = {c.name: c for c in replicate.study()}
+    best = replicate.best_objective()
+    for task in ("wiki-pairs", "wiki-qa"):
+        low, high = cells[f"rq1tasks-{task}-90-s1"].argv(), cells[f"rq1tasks-lr-{task}-90-s1"].argv()
+        assert [a for a in high if a not in low] == [str(replicate.RUNS / f"rq1tasks-lr-{task}-90-s1"),
+                                                     replicate.HIGH_LR_OVERRIDE]
+        assert cells[f"rq1tasks-lr-{task}-90-s1"].inputs() == [f"dense-{task}-s1", f"rq1-{best}-s1"]
+    assert "rq1tasks-lr-polarity-90-s1" not in cells  # that cell is rq2-lr-ofa
+    assert cells["rq1tasks-lr-polarity-85-s2"].needs == ["dense-s2", "rq1tasks-pt85-s2"]
+    budget = cells["rq1-lr-budget1800-s2"]
+    assert budget.needs == ["rq1-budget1800-s2", "dense-s2"]
+    argv = budget.argv()
+    assert f"transfer.init={replicate.RUNS / 'rq1-budget1800-s2' / 'pretrain'}" in argv
+    assert replicate.HIGH_LR_OVERRIDE in argv
+    for seed in replicate.SEEDS:
+        _finish(replicate, f"rq2-lr-ofa-s{seed}", transfer_accuracy=77.0)
+        _finish(replicate, f"rq1-lr-budget1800-s{seed}", transfer_accuracy=78.0 + seed)
+        _finish(replicate, f"rq1tasks-wiki-pairs-90-s{seed}", transfer_accuracy=51.0)
+    _finish(replicate, "rq1tasks-lr-wiki-pairs-90-s1", transfer_accuracy=61.0)
+    report = replicate.render()
+    assert "1800 pre-training steps, transferred at peak 0.0003: 79.50 ± 0.71 (n=2), +2.50 against 180" in report
+    assert "| wiki-pairs | pending | pending | 61.00 (1 seed) | +10.00 (seed 1 only) |" in report
