@@ -866,6 +866,25 @@ def _high_lr_task_lines(dense: list[str]) -> list[str]:
     return lines
 
 
+def _probe_lines() -> list[str]:
+    """benchmarks/probe_pairs.py's linear probe of frozen encoders on wiki-pairs, where it has been run."""
+    path = ROOT / "results" / "probe_pairs.json"
+    if not path.is_file():
+        return []
+    probe = json.loads(path.read_text())
+    lines = ["", f"Why wiki-pairs fails: a logistic regression on frozen features ({probe['train']:,} training pairs, "
+             f"{probe['dev']:,} dev pairs, no fine-tuning; `python benchmarks/probe_pairs.py`, "
+             "results/probe_pairs.json), dev accuracy %:", "",
+             "| encoder | zeros in a Linear | [CLS] state | mean over tokens | pooler output |",
+             "|---|---:|---:|---:|---:|"]
+    for row in probe["rows"]:
+        acc = row["dev_accuracy"]
+        cells = [f"{acc[k]:.1f}" if k in acc else "-" for k in ("cls", "mean", "pooler")]
+        lines.append(f"| {row['model'].split('runs/study/')[-1]} | {row['query_weight_zeros']:.2f} | "
+                     f"{' | '.join(cells)} |")
+    return lines
+
+
 def _recipe_transfer_lr() -> float:
     """The study recipe's transfer peak LR, the one every cell but rq2-lr's runs at."""
     return float(yaml.safe_load(RECIPE.read_text())["transfer"]["lr"]["peak"])
@@ -881,6 +900,7 @@ def _later_tables(best: str | None, dense: list[str]) -> list[str]:
         row += [_stat(_values([f"rq1tasks-{task}-{sp}-s{s}" for s in SEEDS], "transfer_accuracy")) for sp in (85, 90)]
         lines.append(f"| {task} | {' | '.join(row)} |")
     lines += _high_lr_task_lines(dense)
+    lines += _probe_lines()
     unlocked = [f"rq3-unlocked-s{s}" for s in SEEDS]
     lines += ["", "## RQ3: the pattern lock in transfer (90%, polarity)", "",
               "| transfer | dev accuracy | encoder weights that are zero at the end |", "|---|---:|---:|",

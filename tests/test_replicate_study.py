@@ -275,3 +275,15 @@ def test_the_higher_lr_parts_change_only_the_transfer_lr_and_read_the_same_model
     report = replicate.render()
     assert "1800 pre-training steps, transferred at peak 0.0003: 79.50 ± 0.71 (n=2), +2.50 against 180" in report
     assert "| wiki-pairs | pending | pending | 61.00 (1 seed) | +10.00 (seed 1 only) |" in report
+
+
+def test_the_report_shows_the_wiki_pairs_probe_where_it_was_run(replicate, tmp_path, monkeypatch):
+    monkeypatch.setattr(replicate, "ROOT", tmp_path)
+    assert "Why wiki-pairs fails" not in replicate.render()
+    (tmp_path / "results" / "probe_pairs.json").write_text(json.dumps({"train": 2000, "dev": 1000, "rows": [
+        {"model": "/m/runs/study/oneshot/pruned", "query_weight_zeros": 0.9,
+         "dev_accuracy": {"cls": 52.0, "mean": 52.2, "pooler": 49.0}},
+        {"model": "/m/headless", "query_weight_zeros": 0.0, "dev_accuracy": {"cls": 70.0, "mean": 71.0}}]}))
+    report = replicate.render()
+    assert "| oneshot/pruned | 0.90 | 52.0 | 52.2 | 49.0 |" in report
+    assert "| /m/headless | 0.00 | 70.0 | 71.0 | - |" in report
