@@ -240,6 +240,7 @@ def study() -> list[Cell]:
     cells += high_lr_cells(objectives)
     cells += high_lr_task_cells(objectives)  # after the rq1-tasks cells they need, which later_parts lists
     cells += [_high_lr_budget_cell(seed) for seed in SEEDS]
+    cells += high_lr_pairs_cells()
     # where task-specific pruning catches up, at 4x and 16x the per-task steps. It already leads at 1x, so
     # these say by how much more, not whether: 4x runs next, 16x (3 h a seed) after every other part
     cells += [_task_pruning_cell(TASK_STEPS[1], seed) for seed in SEEDS]
@@ -332,16 +333,39 @@ def high_lr_task_cells(objectives: list[str]) -> list[Cell]:
     return cells + [_task_transfer_cell(task, 85, seed, objectives, high_lr=True) for task in TASKS for seed in SEEDS]
 
 
+def _high_lr_transfer_cell(name: str, part: str, label: str, seed: int, pretrained: str,
+                           task: str = "polarity") -> Cell:
+    """The `pretrained` cell's sparse model through the locked transfer + KD at HIGH_TRANSFER_LR on `task`."""
+    dense = f"dense-s{seed}" if task == "polarity" else f"dense-{task}-s{seed}"
+    return Cell(name, part, label, seed,
+                lambda: _run(["transfer"], RUNS / name,
+                             [f"seed={seed}", f"transfer.init={RUNS / pretrained / 'pretrain'}",
+                              f"transfer.teacher={RUNS / dense / 'finetune'}", *_task_overrides("transfer", task),
+                              HIGH_LR_OVERRIDE]),
+                needs=[pretrained, dense])
+
+
 def _high_lr_budget_cell(seed: int) -> Cell:
     """Part rq1-budget-lr: the largest pre-training budget's model through the transfer at HIGH_TRANSFER_LR,
     to see whether the budget curve (flat at the recipe's LR) steepens once the transfer is not LR-bound."""
     steps = BUDGETS[-1]
-    pretrained, name = f"rq1-budget{steps}-s{seed}", f"rq1-lr-budget{steps}-s{seed}"
-    return Cell(name, "rq1-budget-lr", f"{steps} pre-training steps, transfer at peak LR {HIGH_TRANSFER_LR:g}", seed,
-                lambda: _run(["transfer"], RUNS / name,
-                             [f"seed={seed}", f"transfer.init={RUNS / pretrained / 'pretrain'}",
-                              f"transfer.teacher={_dense_dir(seed)}", HIGH_LR_OVERRIDE]),
-                needs=[pretrained, f"dense-s{seed}"])
+    return _high_lr_transfer_cell(f"rq1-lr-budget{steps}-s{seed}", "rq1-budget-lr",
+                                  f"{steps} pre-training steps, transfer at peak LR {HIGH_TRANSFER_LR:g}", seed,
+                                  f"rq1-budget{steps}-s{seed}")
+
+
+PAIRS_FROM = {  # part rq1-pairs: wiki-pairs at 90% from other pre-trained models (the probe's two suspects)
+    f"budget{BUDGETS[-1]}": (f"rq1-budget{BUDGETS[-1]}-s{{}}", f"{BUDGETS[-1]} pre-training steps"),
+    "pooler-dense": ("rq2-pooler-dense-s{}", "the pooler left dense in pre-training"),
+}
+
+
+def high_lr_pairs_cells() -> list[Cell]:
+    """Part rq1-pairs: the frozen 90% encoders lose wiki-pairs' signal (benchmarks/probe_pairs.py), and the
+    blind-pruned pooler loses the rest; transfer from a 10x pre-trained model and from a dense-pooler one."""
+    return [_high_lr_transfer_cell(f"rq1-pairs-{key}-s{seed}", "rq1-pairs", f"90% Prune OFA, {label}, wiki-pairs",
+                                   seed, source.format(seed), task="wiki-pairs")
+            for seed in SEEDS for key, (source, label) in PAIRS_FROM.items()]
 
 
 def _pretrain_cell(name: str, part: str, label: str, seed: int, overrides: list[str], objectives: list[str]) -> Cell:
@@ -866,6 +890,18 @@ def _high_lr_task_lines(dense: list[str]) -> list[str]:
     return lines
 
 
+def _pairs_lines() -> list[str]:
+    """Part rq1-pairs beside the 180-step model's wiki-pairs transfer, all at HIGH_TRANSFER_LR."""
+    rows = [("180 pre-training steps (the cell above)", "rq1tasks-lr-wiki-pairs-90-s{}")]
+    rows += [(label, f"rq1-pairs-{key}-s{{}}") for key, (_, label) in PAIRS_FROM.items()]
+    lines = ["", f"wiki-pairs at 90% from other pre-trained models (transfer peak LR {HIGH_TRANSFER_LR:g}):", "",
+             "| pre-trained model | dev accuracy | change from 180 steps, seed by seed |", "|---|---:|---:|"]
+    for i, (label, cells) in enumerate(rows):
+        delta = "-" if i == 0 else _paired_delta(cells, rows[0][1])
+        lines.append(f"| {label} | {_stat(_values([cells.format(s) for s in SEEDS], 'transfer_accuracy'))} | {delta} |")
+    return lines
+
+
 def _probe_lines() -> list[str]:
     """benchmarks/probe_pairs.py's linear probe of frozen encoders on wiki-pairs, where it has been run."""
     path = ROOT / "results" / "probe_pairs.json"
@@ -901,6 +937,7 @@ def _later_tables(best: str | None, dense: list[str]) -> list[str]:
         lines.append(f"| {task} | {' | '.join(row)} |")
     lines += _high_lr_task_lines(dense)
     lines += _probe_lines()
+    lines += _pairs_lines()
     unlocked = [f"rq3-unlocked-s{s}" for s in SEEDS]
     lines += ["", "## RQ3: the pattern lock in transfer (90%, polarity)", "",
               "| transfer | dev accuracy | encoder weights that are zero at the end |", "|---|---:|---:|",

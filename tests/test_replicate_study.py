@@ -272,9 +272,16 @@ def test_the_higher_lr_parts_change_only_the_transfer_lr_and_read_the_same_model
         _finish(replicate, f"rq1-lr-budget1800-s{seed}", transfer_accuracy=78.0 + seed)
         _finish(replicate, f"rq1tasks-wiki-pairs-90-s{seed}", transfer_accuracy=51.0)
     _finish(replicate, "rq1tasks-lr-wiki-pairs-90-s1", transfer_accuracy=61.0)
+    pairs = cells["rq1-pairs-pooler-dense-s1"]
+    assert pairs.needs == ["rq2-pooler-dense-s1", "dense-wiki-pairs-s1"]
+    argv = pairs.argv()
+    assert f"transfer.teacher={replicate.RUNS / 'dense-wiki-pairs-s1' / 'finetune'}" in argv
+    assert "transfer.task.name=wiki-pairs" in argv and replicate.HIGH_LR_OVERRIDE in argv
+    _finish(replicate, "rq1-pairs-budget1800-s1", transfer_accuracy=66.0)
     report = replicate.render()
     assert "1800 pre-training steps, transferred at peak 0.0003: 79.50 ± 0.71 (n=2), +2.50 against 180" in report
     assert "| wiki-pairs | pending | pending | 61.00 (1 seed) | +10.00 (seed 1 only) |" in report
+    assert "| 1800 pre-training steps | 66.00 (1 seed) | +5.00 (seed 1 only) |" in report
 
 
 def test_the_report_shows_the_wiki_pairs_probe_where_it_was_run(replicate, tmp_path, monkeypatch):
