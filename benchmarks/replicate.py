@@ -142,8 +142,13 @@ def _teacher_dir() -> Path:
     return RUNS / "teacher" / "teacher"
 
 
-def _dense_dir(seed: int) -> Path:
-    return RUNS / f"dense-s{seed}" / "finetune"
+def _dense_cell(seed: int, task: str = "polarity") -> str:
+    """The dense fine-tuned model of `task` (the task's KD teacher, and its dense baseline)."""
+    return f"dense-s{seed}" if task == "polarity" else f"dense-{task}-s{seed}"
+
+
+def _dense_dir(seed: int, task: str = "polarity") -> Path:
+    return RUNS / _dense_cell(seed, task) / "finetune"
 
 
 def _schedule(steps: int) -> list[str]:
@@ -272,7 +277,7 @@ def later_parts(objectives: list[str]) -> list[Cell]:
         cells.append(_pretrain_cell(f"rq1tasks-pt85-s{seed}", "rq1-tasks", "85% Prune OFA pre-training", seed,
                                     ["pretrain.schedule.final_sparsity=0.85"], objectives))
         for task in ("wiki-pairs", "wiki-qa"):
-            name = f"dense-{task}-s{seed}"
+            name = _dense_cell(seed, task)
             cells.append(Cell(name, "rq1-tasks", f"dense MiniLM fine-tuned on {task}", seed,
                               lambda name=name, seed=seed, task=task: _run(
                                   ["finetune"], RUNS / name,
@@ -311,18 +316,15 @@ def later_parts(objectives: list[str]) -> list[Cell]:
 def _task_transfer_cell(task: str, sparsity: int, seed: int, objectives: list[str], high_lr: bool = False) -> Cell:
     """RQ1 on every task: the 85% or 90% Prune OFA model through locked transfer + KD from the task's dense
     teacher, at the recipe's transfer LR or at HIGH_TRANSFER_LR (part rq1-tasks-lr)."""
-    dense = f"dense-s{seed}" if task == "polarity" else f"dense-{task}-s{seed}"
     name = f"rq1tasks-{'lr-' if high_lr else ''}{task}-{sparsity}-s{seed}"
 
     def argv() -> list[str]:
         pretrained = RUNS / f"rq1tasks-pt85-s{seed}" / "pretrain" if sparsity == 85 else _best_pretrain(seed)
-        return _run(["transfer"], RUNS / name,
-                    [f"seed={seed}", f"transfer.init={pretrained}", f"transfer.teacher={RUNS / dense / 'finetune'}",
-                     *_task_overrides("transfer", task), *([HIGH_LR_OVERRIDE] if high_lr else [])])
+        return _transfer_argv(name, seed, pretrained, task, high_lr)
 
     return Cell(name, "rq1-tasks-lr" if high_lr else "rq1-tasks",
                 f"{sparsity}% Prune OFA, locked transfer + KD, {task}", seed, argv,
-                needs=[dense, *([f"rq1tasks-pt85-s{seed}"] if sparsity == 85 else [])],
+                needs=[_dense_cell(seed, task), *([f"rq1tasks-pt85-s{seed}"] if sparsity == 85 else [])],
                 after=objectives, needs_best=sparsity == 90)
 
 
@@ -336,13 +338,16 @@ def high_lr_task_cells(objectives: list[str]) -> list[Cell]:
 def _high_lr_transfer_cell(name: str, part: str, label: str, seed: int, pretrained: str,
                            task: str = "polarity") -> Cell:
     """The `pretrained` cell's sparse model through the locked transfer + KD at HIGH_TRANSFER_LR on `task`."""
-    dense = f"dense-s{seed}" if task == "polarity" else f"dense-{task}-s{seed}"
     return Cell(name, part, label, seed,
-                lambda: _run(["transfer"], RUNS / name,
-                             [f"seed={seed}", f"transfer.init={RUNS / pretrained / 'pretrain'}",
-                              f"transfer.teacher={RUNS / dense / 'finetune'}", *_task_overrides("transfer", task),
-                              HIGH_LR_OVERRIDE]),
-                needs=[pretrained, dense])
+                lambda: _transfer_argv(name, seed, RUNS / pretrained / "pretrain", task, high_lr=True),
+                needs=[pretrained, _dense_cell(seed, task)])
+
+
+def _transfer_argv(name: str, seed: int, init: Path, task: str, high_lr: bool) -> list[str]:
+    """The locked transfer + KD of the model at `init` on `task`, from the task's dense teacher, into cell `name`."""
+    return _run(["transfer"], RUNS / name,
+                [f"seed={seed}", f"transfer.init={init}", f"transfer.teacher={_dense_dir(seed, task)}",
+                 *_task_overrides("transfer", task), *([HIGH_LR_OVERRIDE] if high_lr else [])])
 
 
 def _high_lr_budget_cell(seed: int) -> Cell:
@@ -880,7 +885,7 @@ def _high_lr_task_lines(dense: list[str]) -> list[str]:
              "| task | dense | 85% Prune OFA | 90% Prune OFA | 90%, change from the recipe's LR, seed by seed |",
              "|---|---:|---:|---:|---:|"]
     for task in TASKS:
-        dense_names = dense if task == "polarity" else [f"dense-{task}-s{s}" for s in SEEDS]
+        dense_names = [_dense_cell(s, task) for s in SEEDS]
         high90 = "rq2-lr-ofa-s{}" if task == "polarity" else f"rq1tasks-lr-{task}-90-s{{}}"
         row = [_stat(_values(dense_names, "finetune_accuracy")),
                _stat(_values([f"rq1tasks-lr-{task}-85-s{s}" for s in SEEDS], "transfer_accuracy")),
@@ -931,7 +936,7 @@ def _later_tables(best: str | None, dense: list[str]) -> list[str]:
     lines = ["", "## RQ1 on every task: 85% and 90% locked transfer with KD against dense (accuracy; F1 for QA)", "",
              "| task | dense | 85% Prune OFA | 90% Prune OFA |", "|---|---:|---:|---:|"]
     for task in TASKS:
-        dense_names = dense if task == "polarity" else [f"dense-{task}-s{s}" for s in SEEDS]
+        dense_names = [_dense_cell(s, task) for s in SEEDS]
         row = [_stat(_values(dense_names, "finetune_accuracy"))]
         row += [_stat(_values([f"rq1tasks-{task}-{sp}-s{s}" for s in SEEDS], "transfer_accuracy")) for sp in (85, 90)]
         lines.append(f"| {task} | {' | '.join(row)} |")
