@@ -15,6 +15,7 @@ import argparse
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,10 +25,8 @@ from transformers import AutoModel, AutoTokenizer
 from pruneofa.tasks.derived import WikiPairsOptions, _wiki_documents, build_wiki_pairs
 
 
-def features(folder: str, examples: list, batch: int = 64) -> tuple[dict[str, np.ndarray], float]:
-    """Per-pair features of the frozen encoder in `folder`, and its first query Linear's share of zeros."""
-    tok, model = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
-    zeros = float((model.encoder.layer[0].attention.self.query.weight == 0).float().mean())
+def features(tok: Any, model: Any, examples: list, batch: int = 64) -> dict[str, np.ndarray]:
+    """Per-pair features of the frozen encoder `model`: [CLS] state, mean over tokens, pooler output."""
     out: dict[str, list[np.ndarray]] = {"cls": [], "mean": [], "pooler": []}
     for i in range(0, len(examples), batch):
         part = examples[i:i + batch]
@@ -40,7 +39,7 @@ def features(folder: str, examples: list, batch: int = 64) -> tuple[dict[str, np
         out["mean"].append(((hidden * mask).sum(1) / mask.sum(1)).numpy())
         if result.pooler_output is not None:
             out["pooler"].append(result.pooler_output.numpy())
-    return {k: np.concatenate(v) for k, v in out.items() if v}, zeros
+    return {k: np.concatenate(v) for k, v in out.items() if v}
 
 
 def main() -> int:
@@ -57,8 +56,9 @@ def main() -> int:
     y_train, y_dev = np.array([e.label for e in train]), np.array([e.label for e in dev])
     rows = []
     for folder in args.models:
-        f_train, zeros = features(folder, train)
-        f_dev, _ = features(folder, dev)
+        tok, model = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
+        zeros = float((model.encoder.layer[0].attention.self.query.weight == 0).float().mean())
+        f_train, f_dev = features(tok, model, train), features(tok, model, dev)
         scores = {k: 100 * LogisticRegression(max_iter=2000).fit(f_train[k], y_train).score(f_dev[k], y_dev)
                   for k in f_train}
         rows.append({"model": folder, "query_weight_zeros": zeros, "dev_accuracy": scores})
