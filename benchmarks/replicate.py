@@ -382,11 +382,10 @@ def _pretrain_cell(name: str, part: str, label: str, seed: int, overrides: list[
 
 def _oneshot_cell(seed: int, high_lr: bool = False) -> Cell:
     """The one-shot 90% model (cell "oneshot") through the same locked transfer with KD as Prune OFA."""
-    overrides = [f"seed={seed}", f"transfer.init={RUNS / 'oneshot' / 'pruned'}", f"transfer.teacher={_dense_dir(seed)}",
-                 *([HIGH_LR_OVERRIDE] if high_lr else [])]
     name = f"rq2-{'lr-' if high_lr else ''}oneshot-s{seed}"
     return Cell(name, "rq2-lr" if high_lr else "rq2", "one-shot 90% + the same locked transfer with KD", seed,
-                lambda: _run(["transfer"], RUNS / name, overrides), needs=["oneshot", f"dense-s{seed}"])
+                lambda: _transfer_argv(name, seed, RUNS / "oneshot" / "pruned", "polarity", high_lr),
+                needs=["oneshot", f"dense-s{seed}"])
 
 
 def _task_pruning_cell(steps: int, seed: int, high_lr: bool = False) -> Cell:
@@ -411,9 +410,8 @@ def high_lr_cells(objectives: list[str]) -> list[Cell]:
     for seed in SEEDS:
         name = f"rq2-lr-ofa-s{seed}"
         cells.append(Cell(name, "rq2-lr", "90% Prune OFA, locked transfer + KD", seed,
-                          lambda name=name, seed=seed: _run(
-                              ["transfer"], RUNS / name, [f"seed={seed}", f"transfer.init={_best_pretrain(seed)}",
-                                                          f"transfer.teacher={_dense_dir(seed)}", HIGH_LR_OVERRIDE]),
+                          lambda name=name, seed=seed: _transfer_argv(name, seed, _best_pretrain(seed), "polarity",
+                                                                      high_lr=True),
                           needs=[f"dense-s{seed}"], after=objectives, needs_best=True))
         cells.append(_oneshot_cell(seed, high_lr=True))
         cells.append(_task_pruning_cell(TASK_STEPS[0], seed, high_lr=True))
