@@ -294,3 +294,27 @@ def test_the_report_shows_the_wiki_pairs_probe_where_it_was_run(replicate, tmp_p
     report = replicate.render()
     assert "| oneshot/pruned | 0.90 | 52.0 | 52.2 | 49.0 |" in report
     assert "| /m/headless | 0.00 | 70.0 | 71.0 | - |" in report
+
+
+def test_rq2_on_wiki_pairs_differs_from_polarity_only_in_the_task_and_judges_the_goal_there(replicate):
+    cells = {c.name: c for c in replicate.study()}
+    for method in ("oneshot", "taskgmp300"):
+        polarity, pairs = cells[f"rq2-lr-{method}-s2"], cells[f"rq2-pairs-{method}-s2"]
+        assert pairs.part == "rq2-pairs"
+        assert pairs.needs == [n.replace("dense-s2", "dense-wiki-pairs-s2") for n in polarity.needs]
+        expected = [a.replace("rq2-lr-", "rq2-pairs-").replace("dense-s2", "dense-wiki-pairs-s2")
+                    for a in polarity.argv()]
+        argv = pairs.argv()
+        assert [a for a in argv if a not in expected] == ["transfer.task.name=wiki-pairs",
+                                                          "transfer.task.max_length=128"]
+        assert [a for a in expected if a not in argv] == []
+    for seed in replicate.SEEDS:
+        _finish(replicate, f"dense-wiki-pairs-s{seed}", finetune_accuracy=90.0)
+        _finish(replicate, f"rq1tasks-lr-wiki-pairs-90-s{seed}", transfer_accuracy=60.0 + seed)
+        _finish(replicate, f"rq2-pairs-oneshot-s{seed}", transfer_accuracy=50.0)
+    _finish(replicate, "rq2-pairs-taskgmp300-s1", transfer_accuracy=70.0)
+    report = replicate.render().split("## RQ2 on wiki-pairs")[1].split("\n## ")[0]
+    two_se = 2 * replicate.standard_error(61.5, replicate.PAIRS_DEV_EXAMPLES)
+    assert f"two standard errors at 61.50 on 1,279 dev pairs: {two_se:.2f} points" in report
+    assert "| beats one-shot by > 2 SE | 50.00 ± 0.00 (n=2) | +11.50 | yes |" in report
+    assert "| beats task-specific GMP by > 2 SE | 70.00 (1 seed) | -8.50 | no (provisional) |" in report
