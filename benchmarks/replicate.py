@@ -957,6 +957,40 @@ def _pairs_rq2_lines() -> list[str]:
     return lines
 
 
+CURVE_ROWS = [  # (label, cell pattern): the wiki-pairs runs step by step, with polarity's Prune OFA beside them
+    ("dense, wiki-pairs", "dense-wiki-pairs-s{}"),
+    ("90% Prune OFA, wiki-pairs", "rq1tasks-lr-wiki-pairs-90-s{}"),
+    (f"90% Prune OFA ({BUDGETS[-1]} pre-training steps), wiki-pairs", f"rq1-pairs-budget{BUDGETS[-1]}-s{{}}"),
+    ("90% one-shot, wiki-pairs", "rq2-pairs-oneshot-s{}"),
+    (f"90% task-specific GMP ({TASK_STEPS[0]} steps), wiki-pairs", f"rq2-pairs-taskgmp{TASK_STEPS[0]}-s{{}}"),
+    ("90% Prune OFA, polarity (for comparison)", "rq2-lr-ofa-s{}"),
+]
+
+
+def _curve_lines() -> list[str]:
+    """benchmarks/transfer_curves.py's step-by-step view of the wiki-pairs runs, where it has been run."""
+    path = ROOT / "results" / "transfer_curves.json"
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text())
+    by_cell = {row["cell"]: row for row in data["rows"]}
+    lines = ["", f"How the wiki-pairs runs learn (transfer peak LR {HIGH_TRANSFER_LR:g}; `python "
+             "benchmarks/transfer_curves.py`, results/transfer_curves.json): dev accuracy at each evaluation and "
+             f"the mean task loss over the last {data['window']} steps (chance: ln 2 = 0.693):", "",
+             "| run | seed | step 100 | step 200 | step 300 | task loss, last window |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for label, cells in CURVE_ROWS:
+        for seed in SEEDS:
+            row = by_cell.get(cells.format(seed))
+            if row is None or not row["dev_at_step"]:
+                continue
+            dev = [row["dev_at_step"].get(str(step)) for step in (100, 200, 300)]
+            last = list(row["task_loss_per_window"].values())[-1] if row["task_loss_per_window"] else None
+            cells_text = " | ".join("-" if v is None else f"{v:.2f}" for v in dev)
+            lines.append(f"| {label} | {seed} | {cells_text} | {'-' if last is None else f'{last:.3f}'} |")
+    return lines
+
+
 def _probe_lines() -> list[str]:
     """benchmarks/probe_pairs.py's linear probe of frozen encoders on wiki-pairs, where it has been run."""
     path = ROOT / "results" / "probe_pairs.json"
@@ -994,6 +1028,7 @@ def _later_tables(best: str | None, dense: list[str]) -> list[str]:
     lines += _probe_lines()
     lines += _pairs_lines()
     lines += _pairs_rq2_lines()
+    lines += _curve_lines()
     unlocked = [f"rq3-unlocked-s{s}" for s in SEEDS]
     lines += ["", "## RQ3: the pattern lock in transfer (90%, polarity)", "",
               "| transfer | dev accuracy | encoder weights that are zero at the end |", "|---|---:|---:|",

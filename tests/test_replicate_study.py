@@ -318,3 +318,25 @@ def test_rq2_on_wiki_pairs_differs_from_polarity_only_in_the_task_and_judges_the
     assert f"two standard errors at 61.50 on 1,279 dev pairs: {two_se:.2f} points" in report
     assert "| beats one-shot by > 2 SE | 50.00 ± 0.00 (n=2) | +11.50 | yes |" in report
     assert "| beats task-specific GMP by > 2 SE | 70.00 (1 seed) | -8.50 | no (provisional) |" in report
+
+
+def test_transfer_curves_read_the_logged_evaluations_and_the_report_shows_them(replicate, tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("transfer_curves", _PATH.parent / "transfer_curves.py")
+    curves = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(curves)
+    runs = tmp_path / "runs"
+    stage = runs / "rq2-pairs-oneshot-s1" / "transfer"
+    stage.mkdir(parents=True)
+    rows = [{"step": s, "loss_task": 0.69 if s <= 50 else 0.5} for s in range(1, 101)]
+    rows.insert(100, {"step": 100, "eval": {"dev": {"accuracy": 61.234}}})
+    (stage / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "results" / "transfer_curves.json"
+    out.parent.mkdir(exist_ok=True)
+    assert curves.main(["--runs", str(runs), "--out", str(out)]) == 0
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["dev_at_step"] == {"100": 61.23}
+    assert row["task_loss_per_window"] == {"50": 0.69, "100": 0.5}
+    assert row["left_chance_by_step"] == 100
+    assert curves.main(["--runs", str(runs), "--out", str(out), "no-such-cell"]) == 2
+    monkeypatch.setattr(replicate, "ROOT", tmp_path)
+    assert "| 90% one-shot, wiki-pairs | 1 | 61.23 | - | - | 0.500 |" in replicate.render()
