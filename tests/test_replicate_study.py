@@ -340,3 +340,25 @@ def test_transfer_curves_read_the_logged_evaluations_and_the_report_shows_them(r
     assert curves.main(["--runs", str(runs), "--out", str(out), "no-such-cell"]) == 2
     monkeypatch.setattr(replicate, "ROOT", tmp_path)
     assert "| 90% one-shot, wiki-pairs | 1 | 61.23 | - | - | 0.500 |" in replicate.render()
+
+
+def test_the_4x_wiki_pairs_cells_differ_from_the_equal_budget_ones_only_in_their_steps(replicate):
+    for key in replicate.OBJECTIVES:
+        for seed in replicate.SEEDS:
+            _finish(replicate, f"rq1-{key}-s{seed}", transfer_accuracy=73.0, student_mlm_accuracy=0.1,
+                    pretrain_seconds=180.0, pretrain_steps=180)
+    cells = {c.name: c for c in replicate.study()}
+    longer = ["transfer.steps=1200", "transfer.eval_every=400", "transfer.checkpoint_every=200"]
+    for short, long in (("rq1tasks-lr-wiki-pairs-90-s1", "rq2-pairs-ofa1200-s1"),
+                        ("rq2-pairs-oneshot-s1", "rq2-pairs-oneshot1200-s1")):
+        assert cells[long].part == "rq2-pairs-4x"
+        expected = [a.replace(short, long) for a in cells[short].argv()] + [x for o in longer for x in ("--set", o)]
+        assert cells[long].argv() == expected
+    gmp = cells["rq2-pairs-taskgmp1200-s2"].argv()
+    assert "transfer.task.name=wiki-pairs" in gmp and "transfer.schedule.end_step=800" in gmp
+    _finish(replicate, "rq2-pairs-ofa1200-s1", transfer_accuracy=70.0)
+    _finish(replicate, "rq2-pairs-oneshot1200-s1", transfer_accuracy=60.0)
+    report = replicate.render().split("## RQ2 on wiki-pairs")[1].split("\n## ")[0]
+    assert "| one-shot 90% + the same locked transfer + KD | pending | 60.00 (1 seed) | - / 1.0 |" in report
+    assert "The goal on wiki-pairs at 1200 steps" in report
+    assert "| beats one-shot by > 2 SE | 60.00 (1 seed) | +10.00 | yes (provisional) |" in report
