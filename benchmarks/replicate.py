@@ -987,18 +987,21 @@ def _pairs_rq2_lines() -> list[str]:
     return lines
 
 
-CURVE_ROWS = [  # (label, cell pattern): the wiki-pairs runs step by step, with polarity's Prune OFA beside them
+CURVE_ROWS = [  # (label, cell pattern): the wiki-pairs runs step by step, with polarity's RQ2 rivals beside them
     ("dense, wiki-pairs", "dense-wiki-pairs-s{}"),
     ("90% Prune OFA, wiki-pairs", "rq1tasks-lr-wiki-pairs-90-s{}"),
     (f"90% Prune OFA ({BUDGETS[-1]} pre-training steps), wiki-pairs", f"rq1-pairs-budget{BUDGETS[-1]}-s{{}}"),
     ("90% one-shot, wiki-pairs", "rq2-pairs-oneshot-s{}"),
     (f"90% task-specific GMP ({TASK_STEPS[0]} steps), wiki-pairs", f"rq2-pairs-taskgmp{TASK_STEPS[0]}-s{{}}"),
     ("90% Prune OFA, polarity (for comparison)", "rq2-lr-ofa-s{}"),
+    ("90% one-shot, polarity", "rq2-lr-oneshot-s{}"),
+    (f"90% task-specific GMP ({TASK_STEPS[0]} steps), polarity", f"rq2-lr-taskgmp{TASK_STEPS[0]}-s{{}}"),
 ]
 
 
 def _curve_lines() -> list[str]:
-    """benchmarks/transfer_curves.py's step-by-step view of the wiki-pairs runs, where it has been run."""
+    """benchmarks/transfer_curves.py's step-by-step view of the wiki-pairs runs (and polarity's RQ2 rivals), for
+    finished cells only: the file may hold the partial curve of a run that was still going when it was read."""
     path = ROOT / "results" / "transfer_curves.json"
     if not path.is_file():
         return []
@@ -1012,13 +1015,37 @@ def _curve_lines() -> list[str]:
     for label, cells in CURVE_ROWS:
         for seed in SEEDS:
             row = by_cell.get(cells.format(seed))
-            if row is None or not row["dev_at_step"]:
+            if row is None or not row["dev_at_step"] or not (RESULTS / f"{cells.format(seed)}.json").is_file():
                 continue
             dev = [row["dev_at_step"].get(str(step)) for step in (100, 200, 300)]
             last = list(row["task_loss_per_window"].values())[-1] if row["task_loss_per_window"] else None
             cells_text = " | ".join("-" if v is None else f"{v:.2f}" for v in dev)
             lines.append(f"| {label} | {seed} | {cells_text} | {'-' if last is None else f'{last:.3f}'} |")
-    return lines
+    return lines + _head_start_lines(by_cell)
+
+
+def _head_start_lines(by_cell: dict[str, dict]) -> list[str]:
+    """Whether Prune OFA's pre-trained pattern gives polarity's transfer a head start: its mean dev accuracy at
+    the runs' earlier evaluations against the rivals'."""
+    rivals = [("Prune OFA", "rq2-lr-ofa-s{}"), ("one-shot", "rq2-lr-oneshot-s{}"),
+              ("task-specific GMP", f"rq2-lr-taskgmp{TASK_STEPS[0]}-s{{}}")]
+    means: dict[str, dict[str, float]] = {}
+    for step in ("100", "200"):
+        for label, cells in rivals:
+            values = [by_cell[c]["dev_at_step"][step] for c in (cells.format(s) for s in SEEDS)
+                      if c in by_cell and step in by_cell[c]["dev_at_step"] and (RESULTS / f"{c}.json").is_file()]
+            if len(values) < len(SEEDS):
+                return []
+            means.setdefault(step, {})[label] = statistics.mean(values)
+    text = "; ".join(f"at step {step}, " + ", ".join(f"{label} {v:.2f}" for label, v in row.items())
+                     for step, row in means.items())
+    ahead = [step for step, row in means.items()
+             if row["Prune OFA"] > max(v for label, v in row.items() if label != "Prune OFA")]
+    verdict = (f"Prune OFA leads at step {' and '.join(ahead)}." if ahead else
+               "Prune OFA is behind a rival at each of them: its pre-trained pattern gives it no head start.")
+    return ["", f"On polarity, the mean dev accuracy of the {len(SEEDS)} seeds at the runs' earlier evaluations (the "
+            "same 300-step runs part way, their LR not yet decayed: a hint of a smaller per-task budget, not a run "
+            f"of one): {text}. {verdict}"]
 
 
 def _probe_lines() -> list[str]:

@@ -3,7 +3,8 @@
 A diagnostic for RQ1 and RQ2 on wiki-pairs, where the 90% models' final accuracy is near chance: does the
 locked transfer learn slowly, or not at all until late? It reads what the runs already logged
 (runs/study/<cell>/<stage>/metrics.jsonl; the transfer stage, or finetune for the dense baselines), so it
-trains nothing. Cells whose run folder is not on this machine are left out.
+trains nothing. Run folders are not committed, so a new machine has only the runs it made: the rows of an
+existing --out file whose cells are not read here stay as they were (--fresh drops them).
 
     python benchmarks/transfer_curves.py --out results/transfer_curves.json
     python benchmarks/transfer_curves.py dense-wiki-pairs-s1 rq2-pairs-oneshot-s1 --out /tmp/curves.json
@@ -55,11 +56,27 @@ def curve(runs: Path, cell: str) -> dict[str, Any] | None:
             "left_chance_by_step": left}
 
 
+def _kept_rows(path: Path, replaced: set[str]) -> list[dict[str, Any]]:
+    """The rows of an earlier --out file for cells other than `replaced` (runs made on another machine)."""
+    if not path.is_file():
+        return []
+    try:
+        old = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"error: {path} is not JSON ({err}); pass --fresh to replace it") from err
+    if old.get("window") != WINDOW:
+        raise SystemExit(f"error: {path} has {old.get('window')}-step windows, not {WINDOW}; "
+                         "pass --fresh to replace it")
+    return [row for row in old.get("rows", []) if row.get("cell") not in replaced]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("cells", nargs="*", help="study cells (default: every one with a run folder here)")
     parser.add_argument("--out", type=Path, required=True, help="where to write the JSON")
     parser.add_argument("--runs", type=Path, default=RUNS, help=f"the study's run folders (default: {RUNS})")
+    parser.add_argument("--fresh", action="store_true",
+                        help="write only the cells read here (default: keep --out's rows for the other cells)")
     args = parser.parse_args(argv)
     if not args.runs.is_dir():
         print(f"error: {args.runs} is not a folder; pass the study's runs with --runs", file=sys.stderr)
@@ -70,12 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.cells and missing:
         print(f"error: no transfer or finetune metrics under {args.runs} for: {', '.join(missing)}", file=sys.stderr)
         return 2
-    out = {"window": WINDOW, "chance_loss": CHANCE_LOSS, "rows": rows}
+    kept = [] if args.fresh else _kept_rows(args.out, {r["cell"] for r in rows})
+    out = {"window": WINDOW, "chance_loss": CHANCE_LOSS, "rows": sorted(kept + rows, key=lambda r: r["cell"])}
     tmp = args.out.with_name(args.out.name + ".tmp")
     tmp.write_text(json.dumps(out, indent=1) + "\n")
     tmp.replace(args.out)
     for r in rows:
         print(f"{r['cell']}: dev {r['dev_at_step']}; left chance by step {r['left_chance_by_step']}")
+    if kept:
+        print(f"kept {len(kept)} rows of {args.out} for cells whose runs are not here")
     return 0
 
 

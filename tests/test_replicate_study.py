@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -339,7 +340,42 @@ def test_transfer_curves_read_the_logged_evaluations_and_the_report_shows_them(r
     assert row["left_chance_by_step"] == 100
     assert curves.main(["--runs", str(runs), "--out", str(out), "no-such-cell"]) == 2
     monkeypatch.setattr(replicate, "ROOT", tmp_path)
+    assert "| 90% one-shot, wiki-pairs |" not in replicate.render()  # a partial curve until the cell is done
+    _finish(replicate, "rq2-pairs-oneshot-s1", transfer_accuracy=61.0)
     assert "| 90% one-shot, wiki-pairs | 1 | 61.23 | - | - | 0.500 |" in replicate.render()
+    # a new machine has only its own runs: the file keeps the rows of cells it did not read, --fresh drops them
+    other = runs / "rq2-lr-ofa-s1" / "transfer"
+    other.mkdir(parents=True)
+    (other / "metrics.jsonl").write_text(json.dumps({"step": 100, "eval": {"dev": {"accuracy": 70.0}}}) + "\n")
+    shutil.rmtree(runs / "rq2-pairs-oneshot-s1")
+    assert curves.main(["--runs", str(runs), "--out", str(out)]) == 0
+    assert [r["cell"] for r in json.loads(out.read_text())["rows"]] == ["rq2-lr-ofa-s1", "rq2-pairs-oneshot-s1"]
+    assert curves.main(["--runs", str(runs), "--out", str(out), "--fresh"]) == 0
+    assert [r["cell"] for r in json.loads(out.read_text())["rows"]] == ["rq2-lr-ofa-s1"]
+
+
+def test_the_report_says_whether_prune_ofa_starts_ahead_on_polarity(replicate, tmp_path, monkeypatch):
+    monkeypatch.setattr(replicate, "ROOT", tmp_path)
+    dev = {"ofa": (67.0, 71.5), "oneshot": (73.0, 72.0), "taskgmp300": (77.0, 73.0)}
+    rows = []
+    for method, (at100, at200) in dev.items():
+        for seed in replicate.SEEDS:
+            _finish(replicate, f"rq2-lr-{method}-s{seed}", transfer_accuracy=77.0)
+            rows.append({"cell": f"rq2-lr-{method}-s{seed}", "stage": "transfer",
+                         "dev_at_step": {"100": at100 + seed - 1, "200": at200, "300": 77.0},
+                         "task_loss_per_window": {"300": 0.29}, "left_chance_by_step": 150})
+    (tmp_path / "results").mkdir(exist_ok=True)
+    (tmp_path / "results" / "transfer_curves.json").write_text(json.dumps({"window": 50, "chance_loss": 0.6,
+                                                                            "rows": rows}))
+    report = replicate.render()
+    assert "| 90% one-shot, polarity | 2 | 74.00 | 72.00 | 77.00 | 0.290 |" in report
+    assert ("at step 100, Prune OFA 67.50, one-shot 73.50, task-specific GMP 77.50; at step 200, Prune OFA 71.50, "
+            "one-shot 72.00, task-specific GMP 73.00. Prune OFA is behind a rival at each of them") in report
+    rows[0]["dev_at_step"]["200"] = rows[1]["dev_at_step"]["200"] = 80.0  # Prune OFA's two seeds
+    (tmp_path / "results" / "transfer_curves.json").write_text(json.dumps({"window": 50, "chance_loss": 0.6,
+                                                                            "rows": rows}))
+    assert "at step 200, Prune OFA 80.00, one-shot 72.00, task-specific GMP 73.00. Prune OFA leads at step 200." \
+        in replicate.render()
 
 
 def test_the_4x_wiki_pairs_cells_differ_from_the_equal_budget_ones_only_in_their_steps(replicate):
