@@ -1021,7 +1021,19 @@ def _curve_lines() -> list[str]:
             last = list(row["task_loss_per_window"].values())[-1] if row["task_loss_per_window"] else None
             cells_text = " | ".join("-" if v is None else f"{v:.2f}" for v in dev)
             lines.append(f"| {label} | {seed} | {cells_text} | {'-' if last is None else f'{last:.3f}'} |")
-    return lines + _head_start_lines(by_cell)
+    return lines + _pruning_during_lines(by_cell) + _head_start_lines(by_cell)
+
+
+def _pruning_during_lines(by_cell: dict[str, dict]) -> list[str]:
+    """Task-specific GMP prunes during its run, so its early evaluations are of a less sparse model: say at what
+    sparsity, from the runs that logged it (every run of the same schedule and model is at the same sparsity)."""
+    logged = [row["sparsity_at_step"] for cell, row in sorted(by_cell.items())
+              if f"taskgmp{TASK_STEPS[0]}-" in cell and row.get("sparsity_at_step")]
+    if not logged:
+        return []
+    at = ", ".join(f"{100 * value:.1f}% at step {step}" for step, value in logged[0].items())  # JSON: str keys
+    return ["", f"Task-specific GMP prunes during its run (to 90% at step {TASK_STEPS[0] * 2 // 3}), so its early "
+            f"evaluations are of a denser model. Its masked weights' sparsity when evaluated (logged): {at}."]
 
 
 def _head_start_lines(by_cell: dict[str, dict]) -> list[str]:

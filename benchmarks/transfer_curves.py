@@ -34,26 +34,29 @@ def _metrics(runs: Path, cell: str) -> tuple[str, list[dict[str, Any]]] | None:
 
 
 def curve(runs: Path, cell: str) -> dict[str, Any] | None:
-    """The cell's dev metric at each evaluation, its mean task loss per WINDOW steps, and the first window
-    whose mean task loss is below CHANCE_LOSS (None: it never left chance)."""
+    """The cell's dev metric at each evaluation (and the sparsity it was evaluated at), its mean task loss per
+    WINDOW steps, and the first window whose mean task loss is below CHANCE_LOSS (None: it never left chance)."""
     found = _metrics(runs, cell)
     if found is None:
         return None
     stage, rows = found
-    evals = {}
+    evals, sparsity_at = {}, {}
+    sparsity_by_step = {int(row["step"]): float(row["sparsity"]) for row in rows if "sparsity" in row}
     for row in rows:
         dev = (row.get("eval") or {}).get("dev") or {}
         metric = dev.get("accuracy", dev.get("f1"))
         if metric is not None:
             evals[int(row["step"])] = round(float(metric), 2)
+            if int(row["step"]) in sparsity_by_step:  # the model's sparsity when it was evaluated (GMP prunes on)
+                sparsity_at[int(row["step"])] = round(sparsity_by_step[int(row["step"])], 4)
     losses: dict[int, list[float]] = {}
     for row in rows:
         if "loss_task" in row:
             losses.setdefault((int(row["step"]) - 1) // WINDOW * WINDOW + WINDOW, []).append(float(row["loss_task"]))
     windows = {end: round(statistics.mean(v), 4) for end, v in sorted(losses.items())}
     left = next((end for end, loss in windows.items() if loss < CHANCE_LOSS), None)
-    return {"cell": cell, "stage": stage, "dev_at_step": evals, "task_loss_per_window": windows,
-            "left_chance_by_step": left}
+    return {"cell": cell, "stage": stage, "dev_at_step": evals, "sparsity_at_step": sparsity_at,
+            "task_loss_per_window": windows, "left_chance_by_step": left}
 
 
 def _kept_rows(path: Path, replaced: set[str]) -> list[dict[str, Any]]:

@@ -328,7 +328,7 @@ def test_transfer_curves_read_the_logged_evaluations_and_the_report_shows_them(r
     runs = tmp_path / "runs"
     stage = runs / "rq2-pairs-oneshot-s1" / "transfer"
     stage.mkdir(parents=True)
-    rows = [{"step": s, "loss_task": 0.69 if s <= 50 else 0.5} for s in range(1, 101)]
+    rows = [{"step": s, "loss_task": 0.69 if s <= 50 else 0.5, "sparsity": s / 200} for s in range(1, 101)]
     rows.insert(100, {"step": 100, "eval": {"dev": {"accuracy": 61.234}}})
     (stage / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "results" / "transfer_curves.json"
@@ -336,6 +336,7 @@ def test_transfer_curves_read_the_logged_evaluations_and_the_report_shows_them(r
     assert curves.main(["--runs", str(runs), "--out", str(out)]) == 0
     row = json.loads(out.read_text())["rows"][0]
     assert row["dev_at_step"] == {"100": 61.23}
+    assert row["sparsity_at_step"] == {"100": 0.5}  # the sparsity logged at the evaluated step
     assert row["task_loss_per_window"] == {"50": 0.69, "100": 0.5}
     assert row["left_chance_by_step"] == 100
     assert curves.main(["--runs", str(runs), "--out", str(out), "no-such-cell"]) == 2
@@ -367,7 +368,11 @@ def test_the_report_says_whether_prune_ofa_starts_ahead_on_polarity(replicate, t
     (tmp_path / "results").mkdir(exist_ok=True)
     (tmp_path / "results" / "transfer_curves.json").write_text(json.dumps({"window": 50, "chance_loss": 0.6,
                                                                             "rows": rows}))
+    rows[-1]["sparsity_at_step"] = {"100": 0.7056, "200": 0.9}  # task GMP prunes during its run
+    (tmp_path / "results" / "transfer_curves.json").write_text(json.dumps({"window": 50, "chance_loss": 0.6,
+                                                                            "rows": rows}))
     report = replicate.render()
+    assert "sparsity when evaluated (logged): 70.6% at step 100, 90.0% at step 200." in report
     assert "| 90% one-shot, polarity | 2 | 74.00 | 72.00 | 77.00 | 0.290 |" in report
     assert ("at step 100, Prune OFA 67.50, one-shot 73.50, task-specific GMP 77.50; at step 200, Prune OFA 71.50, "
             "one-shot 72.00, task-specific GMP 73.00. Prune OFA is behind a rival at each of them") in report
