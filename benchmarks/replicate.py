@@ -1006,7 +1006,7 @@ def _curve_lines() -> list[str]:
     if not path.is_file():
         return []
     data = json.loads(path.read_text())
-    by_cell = {row["cell"]: row for row in data["rows"]}
+    by_cell = {row["cell"]: row for row in data["rows"] if (RESULTS / f"{row['cell']}.json").is_file()}
     lines = ["", f"How the wiki-pairs runs learn (transfer peak LR {HIGH_TRANSFER_LR:g}; `python "
              "benchmarks/transfer_curves.py`, results/transfer_curves.json): dev accuracy at each evaluation and "
              f"the mean task loss over the last {data['window']} steps (chance: ln 2 = 0.693):", "",
@@ -1015,7 +1015,7 @@ def _curve_lines() -> list[str]:
     for label, cells in CURVE_ROWS:
         for seed in SEEDS:
             row = by_cell.get(cells.format(seed))
-            if row is None or not row["dev_at_step"] or not (RESULTS / f"{cells.format(seed)}.json").is_file():
+            if row is None or not row["dev_at_step"]:
                 continue
             dev = [row["dev_at_step"].get(str(step)) for step in (100, 200, 300)]
             last = list(row["task_loss_per_window"].values())[-1] if row["task_loss_per_window"] else None
@@ -1045,7 +1045,7 @@ def _head_start_lines(by_cell: dict[str, dict]) -> list[str]:
     for step in ("100", "200"):
         for label, cells in rivals:
             values = [by_cell[c]["dev_at_step"][step] for c in (cells.format(s) for s in SEEDS)
-                      if c in by_cell and step in by_cell[c]["dev_at_step"] and (RESULTS / f"{c}.json").is_file()]
+                      if c in by_cell and step in by_cell[c]["dev_at_step"]]
             if len(values) < len(SEEDS):
                 return []
             means.setdefault(step, {})[label] = statistics.mean(values)

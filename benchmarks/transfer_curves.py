@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pruneofa.fsutil import atomic_write_text
+
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "runs" / "study"
 WINDOW = 50  # steps per task-loss window
@@ -46,9 +48,10 @@ def curve(runs: Path, cell: str) -> dict[str, Any] | None:
         dev = (row.get("eval") or {}).get("dev") or {}
         metric = dev.get("accuracy", dev.get("f1"))
         if metric is not None:
-            evals[int(row["step"])] = round(float(metric), 2)
-            if int(row["step"]) in sparsity_by_step:  # the model's sparsity when it was evaluated (GMP prunes on)
-                sparsity_at[int(row["step"])] = round(sparsity_by_step[int(row["step"])], 4)
+            step = int(row["step"])
+            evals[step] = round(float(metric), 2)
+            if step in sparsity_by_step:  # the model's sparsity when it was evaluated (GMP prunes on)
+                sparsity_at[step] = round(sparsity_by_step[step], 4)
     losses: dict[int, list[float]] = {}
     for row in rows:
         if "loss_task" in row:
@@ -92,9 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     kept = [] if args.fresh else _kept_rows(args.out, {r["cell"] for r in rows})
     out = {"window": WINDOW, "chance_loss": CHANCE_LOSS, "rows": sorted(kept + rows, key=lambda r: r["cell"])}
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(json.dumps(out, indent=1) + "\n")
-    tmp.replace(args.out)
+    atomic_write_text(args.out, json.dumps(out, indent=1) + "\n")
     for r in rows:
         print(f"{r['cell']}: dev {r['dev_at_step']}; left chance by step {r['left_chance_by_step']}")
     if kept:

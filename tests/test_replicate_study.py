@@ -365,20 +365,20 @@ def test_the_report_says_whether_prune_ofa_starts_ahead_on_polarity(replicate, t
             rows.append({"cell": f"rq2-lr-{method}-s{seed}", "stage": "transfer",
                          "dev_at_step": {"100": at100 + seed - 1, "200": at200, "300": 77.0},
                          "task_loss_per_window": {"300": 0.29}, "left_chance_by_step": 150})
-    (tmp_path / "results").mkdir(exist_ok=True)
-    (tmp_path / "results" / "transfer_curves.json").write_text(json.dumps({"window": 50, "chance_loss": 0.6,
-                                                                            "rows": rows}))
+    curves = tmp_path / "results" / "transfer_curves.json"
+
+    def write_curves() -> None:
+        curves.write_text(json.dumps({"window": 50, "chance_loss": 0.6, "rows": rows}))
+
     rows[-1]["sparsity_at_step"] = {"100": 0.7056, "200": 0.9}  # task GMP prunes during its run
-    (tmp_path / "results" / "transfer_curves.json").write_text(json.dumps({"window": 50, "chance_loss": 0.6,
-                                                                            "rows": rows}))
+    write_curves()
     report = replicate.render()
     assert "sparsity when evaluated (logged): 70.6% at step 100, 90.0% at step 200." in report
     assert "| 90% one-shot, polarity | 2 | 74.00 | 72.00 | 77.00 | 0.290 |" in report
     assert ("at step 100, Prune OFA 67.50, one-shot 73.50, task-specific GMP 77.50; at step 200, Prune OFA 71.50, "
             "one-shot 72.00, task-specific GMP 73.00. Prune OFA is behind a rival at each of them") in report
     rows[0]["dev_at_step"]["200"] = rows[1]["dev_at_step"]["200"] = 80.0  # Prune OFA's two seeds
-    (tmp_path / "results" / "transfer_curves.json").write_text(json.dumps({"window": 50, "chance_loss": 0.6,
-                                                                            "rows": rows}))
+    write_curves()
     assert "at step 200, Prune OFA 80.00, one-shot 72.00, task-specific GMP 73.00. Prune OFA leads at step 200." \
         in replicate.render()
 
